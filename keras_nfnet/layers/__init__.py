@@ -1,0 +1,18 @@
+"""Normalizer-free building blocks: they know nothing of models or training."""
+
+from keras_nfnet.layers.activations import GAMMAS, ScaledActivation, scaled_activation
+from keras_nfnet.layers.skip_gain import SkipGain
+from keras_nfnet.layers.squeeze_excite import SqueezeExcite
+from keras_nfnet.layers.stoch_depth import StochDepth
+from keras_nfnet.layers.ws_conv import WSConv2D, standardize_kernel
+
+__all__ = [
+    "GAMMAS",
+    "ScaledActivation",
+    "SkipGain",
+    "SqueezeExcite",
+    "StochDepth",
+    "WSConv2D",
+    "scaled_activation",
+    "standardize_kernel",
+]
