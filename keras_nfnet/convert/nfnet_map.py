@@ -41,9 +41,7 @@ def _ws(layer: str, dm_module: str, timm_prefix: str) -> Iterator[WeightEntry]:
     yield WeightEntry(layer, "bias", dm_module, "bias", f"{timm_prefix}.bias", "vector")
 
 
-def nfnet_weight_map(
-    variant: str | NFNetVariant, include_top: bool = True
-) -> list[WeightEntry]:
+def nfnet_weight_map(variant: str | NFNetVariant, include_top: bool = True) -> list[WeightEntry]:
     """Every weight of an NFNet-F model with its DeepMind and timm names, in model order.
 
     Example:
@@ -57,18 +55,48 @@ def nfnet_weight_map(
     for p in nfnet_plan(get_variant(variant)):
         blk, tp, name = dm_block_module(p.k), f"stages.{p.stage}.{p.index}", p.name
         if p.projection:
-            entries += _ws(f"{name}_conv_shortcut", f"{blk}/~/conv_shortcut", f"{tp}.downsample.conv")
-        for keras_conv, timm_conv in (("conv0", "conv1"), ("conv1", "conv2"), ("conv1b", "conv2b"), ("conv2", "conv3")):
+            entries += _ws(
+                f"{name}_conv_shortcut", f"{blk}/~/conv_shortcut", f"{tp}.downsample.conv"
+            )
+        for keras_conv, timm_conv in (
+            ("conv0", "conv1"),
+            ("conv1", "conv2"),
+            ("conv1b", "conv2b"),
+            ("conv2", "conv3"),
+        ):
             entries += _ws(f"{name}_{keras_conv}", f"{blk}/~/{keras_conv}", f"{tp}.{timm_conv}")
         for fc, linear, timm_fc in (("fc0", "linear", "fc1"), ("fc1", "linear_1", "fc2")):
             se = f"{blk}/~/squeeze_excite/~/{linear}"
-            entries.append(WeightEntry(f"{name}_se", f"{fc}.kernel", se, "w", f"{tp}.attn_last.{timm_fc}.weight", "se_kernel"))
-            entries.append(WeightEntry(f"{name}_se", f"{fc}.bias", se, "b", f"{tp}.attn_last.{timm_fc}.bias", "vector"))
-        entries.append(WeightEntry(f"{name}_skip_gain", "skip_gain", blk, "skip_gain", f"{tp}.skipinit_gain", "scalar"))
+            entries.append(
+                WeightEntry(
+                    f"{name}_se",
+                    f"{fc}.kernel",
+                    se,
+                    "w",
+                    f"{tp}.attn_last.{timm_fc}.weight",
+                    "se_kernel",
+                )
+            )
+            entries.append(
+                WeightEntry(
+                    f"{name}_se", f"{fc}.bias", se, "b", f"{tp}.attn_last.{timm_fc}.bias", "vector"
+                )
+            )
+        entries.append(
+            WeightEntry(
+                f"{name}_skip_gain", "skip_gain", blk, "skip_gain", f"{tp}.skipinit_gain", "scalar"
+            )
+        )
     entries += _ws("final_conv", "NFNet/~/final_conv", "final_conv")
     if include_top:
-        entries.append(WeightEntry("predictions", "kernel", "NFNet/~/linear", "w", "head.fc.weight", "dense_kernel"))
-        entries.append(WeightEntry("predictions", "bias", "NFNet/~/linear", "b", "head.fc.bias", "vector"))
+        entries.append(
+            WeightEntry(
+                "predictions", "kernel", "NFNet/~/linear", "w", "head.fc.weight", "dense_kernel"
+            )
+        )
+        entries.append(
+            WeightEntry("predictions", "bias", "NFNet/~/linear", "b", "head.fc.bias", "vector")
+        )
     return entries
 
 

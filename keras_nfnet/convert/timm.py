@@ -18,7 +18,9 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         tensors = load_file(os.fspath(path))
     except Exception as error:  # safetensors raises its own SafetensorError types
-        raise ValueError(f"{os.fspath(path)!r} is not a readable safetensors file: {error}") from error
+        raise ValueError(
+            f"{os.fspath(path)!r} is not a readable safetensors file: {error}"
+        ) from error
     return {key: np.asarray(value, dtype="float32") for key, value in tensors.items()}
 
 

@@ -28,8 +28,8 @@ Keras layer                               DeepMind module (timm key prefix)
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
-import os
 
 import keras
 
@@ -37,9 +37,15 @@ from keras_nfnet.layers import ScaledActivation, SkipGain, SqueezeExcite, StochD
 from keras_nfnet.layers.activations import check_activation
 from keras_nfnet.layers.stoch_depth import check_rate
 from keras_nfnet.layers.ws_conv import check_standardization
+from keras_nfnet.models.common import (
+    apply_head,
+    check_top,
+    check_weights_path,
+    image_input,
+    model_inputs,
+)
 
 NUMERICS = ("deepmind", "timm")
-MIN_INPUT_SIZE = 32  # five stride-2 stages: /32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,18 +93,37 @@ PLUS_WIDTHS = (384, 768, 2048, 2048)
 
 # nfnet_reference.md §1.2. F_k has depths [1, 2, 6, 3] x (k + 1).
 NFNET_VARIANTS: dict[str, NFNetVariant] = {
-    "F0": NFNetVariant((1, 2, 6, 3), train_size=192, test_size=256, dropout_rate=0.2, randaugment=405),
-    "F1": NFNetVariant((2, 4, 12, 6), train_size=224, test_size=320, dropout_rate=0.3, randaugment=410),
-    "F2": NFNetVariant((3, 6, 18, 9), train_size=256, test_size=352, dropout_rate=0.4, randaugment=410),
-    "F3": NFNetVariant((4, 8, 24, 12), train_size=320, test_size=416, dropout_rate=0.4, randaugment=415),
-    "F4": NFNetVariant((5, 10, 30, 15), train_size=384, test_size=512, dropout_rate=0.5, randaugment=415),
-    "F5": NFNetVariant((6, 12, 36, 18), train_size=416, test_size=544, dropout_rate=0.5, randaugment=415),
-    "F6": NFNetVariant((7, 14, 42, 21), train_size=448, test_size=576, dropout_rate=0.5, randaugment=415),
-    "F7": NFNetVariant((8, 16, 48, 24), train_size=480, test_size=608, dropout_rate=0.5, randaugment=415),
+    "F0": NFNetVariant(
+        (1, 2, 6, 3), train_size=192, test_size=256, dropout_rate=0.2, randaugment=405
+    ),
+    "F1": NFNetVariant(
+        (2, 4, 12, 6), train_size=224, test_size=320, dropout_rate=0.3, randaugment=410
+    ),
+    "F2": NFNetVariant(
+        (3, 6, 18, 9), train_size=256, test_size=352, dropout_rate=0.4, randaugment=410
+    ),
+    "F3": NFNetVariant(
+        (4, 8, 24, 12), train_size=320, test_size=416, dropout_rate=0.4, randaugment=415
+    ),
+    "F4": NFNetVariant(
+        (5, 10, 30, 15), train_size=384, test_size=512, dropout_rate=0.5, randaugment=415
+    ),
+    "F5": NFNetVariant(
+        (6, 12, 36, 18), train_size=416, test_size=544, dropout_rate=0.5, randaugment=415
+    ),
+    "F6": NFNetVariant(
+        (7, 14, 42, 21), train_size=448, test_size=576, dropout_rate=0.5, randaugment=415
+    ),
+    "F7": NFNetVariant(
+        (8, 16, 48, 24), train_size=480, test_size=608, dropout_rate=0.5, randaugment=415
+    ),
 }
 # §1.3: each plus variant copies its base row with wider stages.
 NFNET_VARIANTS.update(
-    {f"{name}+": dataclasses.replace(row, widths=PLUS_WIDTHS) for name, row in list(NFNET_VARIANTS.items())}
+    {
+        f"{name}+": dataclasses.replace(row, widths=PLUS_WIDTHS)
+        for name, row in list(NFNET_VARIANTS.items())
+    }
 )
 
 
@@ -143,7 +168,9 @@ def bottleneck_width(out_channels: int, ratio: float, group_width: int) -> tuple
     return groups * group_width, groups
 
 
-def nfnet_plan(variant: str | NFNetVariant, stochdepth_rate: float | None = None) -> list[BlockPlan]:
+def nfnet_plan(
+    variant: str | NFNetVariant, stochdepth_rate: float | None = None
+) -> list[BlockPlan]:
     """Per-block plan of a variant: the single source of the block shapes, beta and rates.
 
     Example:
@@ -202,7 +229,7 @@ def count_nfnet_params(
     """
     v = get_variant(variant)
     stem = (3, *v.stem_widths, v.widths[0] // 2)
-    total = sum(_ws_params(3, a, b) for a, b in zip(stem[:-1], stem[1:]))
+    total = sum(_ws_params(3, a, b) for a, b in itertools.pairwise(stem))
     for p in nfnet_plan(v):
         total += _ws_params(1, p.in_channels, p.width)
         total += 2 * _ws_params(3, p.width, p.width, p.groups)
@@ -217,80 +244,25 @@ def count_nfnet_params(
     return total
 
 
-def _input_tensor(input_tensor, input_shape, weights, name="input"):
-    if input_shape is None:
-        input_shape = (None, None, 3)
-    input_shape = tuple(input_shape)
-    if len(input_shape) != 3:
-        raise ValueError(
-            f"input_shape must be (height, width, channels). Received: input_shape={input_shape}."
-        )
-    if weights is not None and input_shape[-1] != 3:
-        raise ValueError(
-            "Pretrained weights need 3 input channels (RGB). "
-            f"Received: input_shape={input_shape} with weights={weights!r}."
-        )
-    for size in input_shape[:2]:
-        if size is not None and size < MIN_INPUT_SIZE:
-            raise ValueError(
-                f"Input height and width must be at least {MIN_INPUT_SIZE} for five stride-2 "
-                f"stages. Received: input_shape={input_shape}."
-            )
-    if input_tensor is None:
-        return keras.Input(shape=input_shape, name=name)
-    if not keras.utils.is_keras_tensor(input_tensor):
-        return keras.Input(tensor=input_tensor, shape=input_shape, name=name)
-    return input_tensor
-
-
-def check_top(include_top: bool, pooling, classes: int, classifier_activation) -> None:
-    """Validate the keras.applications head arguments."""
-    if include_top and pooling is not None:
-        raise ValueError(
-            "pooling applies only when include_top=False. "
-            f"Received: include_top=True, pooling={pooling!r}."
-        )
-    if pooling not in (None, "avg", "max"):
-        raise ValueError(f"pooling must be None, 'avg' or 'max'. Received: pooling={pooling!r}.")
-    if include_top and (not isinstance(classes, int) or classes < 1):
-        raise ValueError(f"classes must be a positive integer. Received: classes={classes!r}.")
-    if classifier_activation is not None:
-        keras.activations.get(classifier_activation)
-
-
-def apply_head(x, include_top, pooling, classes, classifier_activation, dropout_rate, classifier_init):
-    """Global pooling, dropout and the classifier (§7). The classifier runs in float32."""
-    if include_top:
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        if dropout_rate > 0:
-            x = keras.layers.Dropout(dropout_rate, name="top_dropout")(x)
-        return keras.layers.Dense(
-            classes,
-            activation=classifier_activation,
-            kernel_initializer=classifier_init,
-            dtype="float32",
-            name="predictions",
-        )(x)
-    if pooling == "avg":
-        return keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    if pooling == "max":
-        return keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
-    return x
-
-
-def _nf_block(x, p: BlockPlan, alpha, activation, numerics, act):
+def _nf_block(x, p: BlockPlan, alpha, numerics, act):
     name = p.name
 
     def conv(y, filters, kernel, suffix, strides=1, groups=1):
         return WSConv2D(
-            filters, kernel, strides=strides, groups=groups, standardization=numerics,
+            filters,
+            kernel,
+            strides=strides,
+            groups=groups,
+            standardization=numerics,
             name=f"{name}_{suffix}",
         )(y)
 
     # §3.2 step 1: phi(x) * beta (activate first, then scale).
     h = act(p.beta, f"{name}_preact")(x)
     if p.stride > 1:
-        shortcut = keras.layers.AveragePooling2D(2, 2, padding="same", name=f"{name}_shortcut_pool")(h)
+        shortcut = keras.layers.AveragePooling2D(
+            2, 2, padding="same", name=f"{name}_shortcut_pool"
+        )(h)
         shortcut = conv(shortcut, p.out_channels, 1, "conv_shortcut")
     elif p.projection:
         shortcut = conv(h, p.out_channels, 1, "conv_shortcut")
@@ -358,23 +330,23 @@ def NFNet(
     """
     v = get_variant(variant)
     if numerics not in NUMERICS:
-        raise ValueError(f"Unknown numerics {numerics!r}. Accepted: {', '.join(map(repr, NUMERICS))}.")
+        raise ValueError(
+            f"Unknown numerics {numerics!r}. Accepted: {', '.join(map(repr, NUMERICS))}."
+        )
     check_standardization(numerics)
     check_activation(v.activation)
     check_top(include_top, pooling, classes, classifier_activation)
-    if weights is not None and not (isinstance(weights, str | os.PathLike) and os.path.exists(weights)):
-        raise ValueError(
-            "weights must be None or the path to an existing weights file. "
-            f"Received: weights={weights!r}."
-        )
-    dropout_rate = v.dropout_rate if dropout_rate is None else check_rate(dropout_rate, "dropout_rate")
+    check_weights_path(weights)
+    dropout_rate = (
+        v.dropout_rate if dropout_rate is None else check_rate(dropout_rate, "dropout_rate")
+    )
     plan = nfnet_plan(v, stochdepth_rate)
     gelu_approximate = numerics == "deepmind"
 
     def act(scale, layer_name):
         return ScaledActivation(v.activation, scale, gelu_approximate, name=layer_name)
 
-    inputs = _input_tensor(input_tensor, input_shape, weights)
+    inputs = image_input(input_tensor, input_shape, weights)
     x = inputs
     stem = (*v.stem_widths, v.widths[0] // 2)
     for j, (filters, stride) in enumerate(zip(stem, (2, 1, 1, 2))):
@@ -382,25 +354,28 @@ def NFNet(
         if j < 3:  # §2: no activation after stem_conv3
             x = act(1.0, f"stem_act{j}")(x)
     for p in plan:
-        x = _nf_block(x, p, v.alpha, v.activation, numerics, act)
-    x = WSConv2D(v.final_conv_mult * v.widths[-1], 1, standardization=numerics, name="final_conv")(x)
+        x = _nf_block(x, p, v.alpha, numerics, act)
+    x = WSConv2D(v.final_conv_mult * v.widths[-1], 1, standardization=numerics, name="final_conv")(
+        x
+    )
     x = act(1.0, "final_act")(x)
     outputs = apply_head(
-        x, include_top, pooling, classes, classifier_activation, dropout_rate,
+        x,
+        include_top,
+        pooling,
+        classes,
+        classifier_activation,
+        dropout_rate,
         keras.initializers.RandomNormal(0.0, 0.01),
     )
     if name is None:
-        name = "nfnet_" + (str(variant).lower().replace("+", "_plus") if isinstance(variant, str) else "custom")
-    model = keras.Model(_model_inputs(input_tensor, inputs), outputs, name=name)
+        name = "nfnet_" + (
+            str(variant).lower().replace("+", "_plus") if isinstance(variant, str) else "custom"
+        )
+    model = keras.Model(model_inputs(input_tensor, inputs), outputs, name=name)
     if weights is not None:
         model.load_weights(weights)
     return model
-
-
-def _model_inputs(input_tensor, inputs):
-    if input_tensor is not None:
-        return keras.utils.get_source_inputs(input_tensor)
-    return inputs
 
 
 def _variant_builder(variant: str):

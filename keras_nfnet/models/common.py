@@ -1,0 +1,92 @@
+"""Pieces every keras.applications-style builder in this package shares: input and head."""
+
+from __future__ import annotations
+
+import os
+
+import keras
+
+MIN_INPUT_SIZE = 32  # five stride-2 stages: /32
+
+
+def check_weights_path(weights) -> None:
+    """Accept ``None`` or the path of an existing weights file."""
+    if weights is not None and not (
+        isinstance(weights, str | os.PathLike) and os.path.exists(weights)
+    ):
+        raise ValueError(
+            "weights must be None or the path to an existing weights file. "
+            f"Received: weights={weights!r}."
+        )
+
+
+def model_inputs(input_tensor, inputs):
+    """The inputs to build the Functional model from (keras.applications convention)."""
+    if input_tensor is not None:
+        return keras.utils.get_source_inputs(input_tensor)
+    return inputs
+
+
+def image_input(input_tensor, input_shape, weights, name: str = "input"):
+    """The model's image input, validated like keras.applications (RGB when weights are used,
+    at least 32 px for five stride-2 stages)."""
+    if input_shape is None:
+        input_shape = (None, None, 3)
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3:
+        raise ValueError(
+            f"input_shape must be (height, width, channels). Received: input_shape={input_shape}."
+        )
+    if weights is not None and input_shape[-1] != 3:
+        raise ValueError(
+            "Pretrained weights need 3 input channels (RGB). "
+            f"Received: input_shape={input_shape} with weights={weights!r}."
+        )
+    for size in input_shape[:2]:
+        if size is not None and size < MIN_INPUT_SIZE:
+            raise ValueError(
+                f"Input height and width must be at least {MIN_INPUT_SIZE} for five stride-2 "
+                f"stages. Received: input_shape={input_shape}."
+            )
+    if input_tensor is None:
+        return keras.Input(shape=input_shape, name=name)
+    if not keras.utils.is_keras_tensor(input_tensor):
+        return keras.Input(tensor=input_tensor, shape=input_shape, name=name)
+    return input_tensor
+
+
+def check_top(include_top: bool, pooling, classes: int, classifier_activation) -> None:
+    """Validate the keras.applications head arguments."""
+    if include_top and pooling is not None:
+        raise ValueError(
+            "pooling applies only when include_top=False. "
+            f"Received: include_top=True, pooling={pooling!r}."
+        )
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(f"pooling must be None, 'avg' or 'max'. Received: pooling={pooling!r}.")
+    if include_top and (not isinstance(classes, int) or classes < 1):
+        raise ValueError(f"classes must be a positive integer. Received: classes={classes!r}.")
+    if classifier_activation is not None:
+        keras.activations.get(classifier_activation)
+
+
+def apply_head(
+    x, include_top, pooling, classes, classifier_activation, dropout_rate, classifier_init
+):
+    """Global pooling, dropout and the classifier (§7). The classifier runs in float32."""
+    if include_top:
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        if dropout_rate > 0:
+            x = keras.layers.Dropout(dropout_rate, name="top_dropout")(x)
+        return keras.layers.Dense(
+            classes,
+            activation=classifier_activation,
+            kernel_initializer=classifier_init,
+            dtype="float32",
+            name="predictions",
+        )(x)
+    if pooling == "avg":
+        return keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if pooling == "max":
+        return keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+    return x
