@@ -168,6 +168,40 @@ def bottleneck_width(out_channels: int, ratio: float, group_width: int) -> tuple
     return groups * group_width, groups
 
 
+def beta_schedule(depths: tuple[int, ...] | list[int], alpha: float) -> list[float]:
+    """beta of every block, in creation order (§3.3), shared by NFNet, NF-ResNet and NF-RegNet.
+
+    beta is ``1 / expected_std`` of the block input, assuming ``skip_gain = 1``: the expected
+    variance grows by ``alpha**2`` per block and resets to 1 after each stage's first block,
+    whose shortcut is a conv of the normalized input.
+
+    Example:
+    >>> [round(b, 5) for b in beta_schedule((1, 2), alpha=0.2)]
+    [1.0, 0.98058, 0.98058]
+    """
+    betas = []
+    expected_std = 1.0
+    for depth in depths:
+        for index in range(depth):
+            betas.append(1.0 / expected_std)
+            # §3.3: the variance along the identity path resets after each transition block.
+            if index == 0:
+                expected_std = 1.0
+            expected_std = math.sqrt(expected_std**2 + alpha**2)
+    return betas
+
+
+def stochdepth_schedule(depths: tuple[int, ...] | list[int], rate: float) -> list[float]:
+    """§3.5: block k of N drops its residual branch with probability ``rate * k / N``.
+
+    Example:
+    >>> [round(r, 3) for r in stochdepth_schedule((1, 3), rate=0.2)]
+    [0.0, 0.05, 0.1, 0.15]
+    """
+    total = sum(depths)
+    return [rate * k / total for k in range(total)]
+
+
 def nfnet_plan(
     variant: str | NFNetVariant, stochdepth_rate: float | None = None
 ) -> list[BlockPlan]:
@@ -180,10 +214,10 @@ def nfnet_plan(
     """
     v = get_variant(variant)
     rate = v.stochdepth_rate if stochdepth_rate is None else check_rate(stochdepth_rate)
-    total = sum(v.depths)
+    betas = beta_schedule(v.depths, v.alpha)
+    rates = stochdepth_schedule(v.depths, rate)
     plan = []
     in_channels = v.widths[0] // 2
-    expected_std = 1.0
     k = 0
     for stage, (depth, out_channels, stage_stride) in enumerate(zip(v.depths, v.widths, v.strides)):
         for index in range(depth):
@@ -200,15 +234,11 @@ def nfnet_plan(
                     groups=groups,
                     stride=stride,
                     projection=stride > 1 or in_channels != out_channels,
-                    beta=1.0 / expected_std,
-                    stochdepth_rate=rate * k / total,
+                    beta=betas[k],
+                    stochdepth_rate=rates[k],
                     se_hidden=max(1, int(out_channels * v.se_ratio)),
                 )
             )
-            # §3.3: the variance along the identity path resets after each transition block.
-            if index == 0:
-                expected_std = 1.0
-            expected_std = math.sqrt(expected_std**2 + v.alpha**2)
             in_channels = out_channels
             k += 1
     return plan
