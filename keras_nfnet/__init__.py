@@ -1,6 +1,7 @@
 """keras_nfnet: Normalizer-Free Networks (NFNets) for Keras 3."""
 
-from keras_nfnet import layers
+from keras_nfnet import agc, layers
+from keras_nfnet.agc_model import AGCModel
 from keras_nfnet.models import (
     NFNET_VARIANTS,
     NFNet,
@@ -22,6 +23,7 @@ from keras_nfnet.models import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AGCModel",
     "NFNET_VARIANTS",
     "NFNet",
     "NFNetF0",
@@ -33,6 +35,7 @@ __all__ = [
     "NFNetF6",
     "NFNetF7",
     "NFNetVariant",
+    "agc",
     "count_nfnet_params",
     "decode_predictions",
     "layers",

@@ -33,6 +33,7 @@ import math
 
 import keras
 
+from keras_nfnet.agc_model import AGCModel
 from keras_nfnet.layers import ScaledActivation, SkipGain, SqueezeExcite, StochDepth, WSConv2D
 from keras_nfnet.layers.activations import check_activation
 from keras_nfnet.layers.stoch_depth import check_rate
@@ -331,7 +332,10 @@ def NFNet(
     Args:
         variant: ``"F0"``…``"F7"``, ``"F0+"``…``"F7+"``, or an `NFNetVariant`.
         include_top: whether to include global pooling, dropout and the classifier.
-        weights: ``None`` (random initialization) or the path of a weights file saved from a
+        weights: ``None`` (random initialization), ``"imagenet"`` (the published ImageNet
+            weights of F0-F6, downloaded once and cached, see `keras_nfnet.weights`; with
+            ``include_top=True`` they need ``classes=1000``; with ``include_top=False`` any
+            input size works) or the path of a weights file saved from a
             model built with the same arguments.
         input_tensor: optional Keras tensor to use as the image input.
         input_shape: optional ``(height, width, channels)``.
@@ -366,7 +370,13 @@ def NFNet(
     check_standardization(numerics)
     check_activation(v.activation)
     check_top(include_top, pooling, classes, classifier_activation)
-    check_weights_path(weights)
+    if weights == "imagenet":
+        # Imported here: keras_nfnet.weights builds on the converters, which build on this module.
+        from keras_nfnet import weights as pretrained
+
+        pretrained.check_pretrained(variant, include_top, classes)
+    else:
+        check_weights_path(weights)
     dropout_rate = (
         v.dropout_rate if dropout_rate is None else check_rate(dropout_rate, "dropout_rate")
     )
@@ -402,8 +412,11 @@ def NFNet(
         name = "nfnet_" + (
             str(variant).lower().replace("+", "_plus") if isinstance(variant, str) else "custom"
         )
-    model = keras.Model(model_inputs(input_tensor, inputs), outputs, name=name)
-    if weights is not None:
+    # AGCModel: the NFNet train_step applies Adaptive Gradient Clipping (§13.5).
+    model = AGCModel(model_inputs(input_tensor, inputs), outputs, name=name)
+    if weights == "imagenet":
+        pretrained.load_pretrained_weights(model, variant, include_top=include_top)
+    elif weights is not None:
         model.load_weights(weights)
     return model
 
