@@ -1,12 +1,26 @@
 """Checkpoint converters (timm safetensors and DeepMind Haiku pickles) and their name table."""
 
+from keras_nfnet.convert.checkpoint import (
+    SOURCES,
+    convert_checkpoint,
+    load_checkpoint_arrays,
+    read_checkpoint,
+)
+from keras_nfnet.convert.deepmind import RestrictedUnpickler, load_deepmind_arrays, read_deepmind
 from keras_nfnet.convert.nfnet_map import WeightEntry, assign_arrays, nfnet_weight_map
 from keras_nfnet.convert.timm import load_timm_arrays, read_safetensors
 
 __all__ = [
+    "SOURCES",
+    "RestrictedUnpickler",
     "WeightEntry",
     "assign_arrays",
+    "convert_checkpoint",
+    "load_checkpoint_arrays",
+    "load_deepmind_arrays",
     "load_timm_arrays",
     "nfnet_weight_map",
+    "read_checkpoint",
+    "read_deepmind",
     "read_safetensors",
 ]

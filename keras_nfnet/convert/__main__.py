@@ -1,0 +1,47 @@
+"""``python -m keras_nfnet.convert --source {deepmind,timm} --variant F0 INPUT OUTPUT.weights.h5``.
+
+Converts a timm ``model.safetensors`` or a DeepMind ``F*_haiku.npz`` (read with the restricted
+unpickler, checkpoints.md §1.4) into a Keras weights file that
+``keras_nfnet.NFNet(variant, weights=OUTPUT)`` loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+
+from keras_nfnet.convert.checkpoint import SOURCES, convert_checkpoint
+
+
+def sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m keras_nfnet.convert",
+        description="Convert a pretrained NFNet checkpoint into a Keras .weights.h5 file.",
+    )
+    parser.add_argument("--source", required=True, choices=SOURCES)
+    parser.add_argument("--variant", required=True, help="F0 ... F7, F0+ ... F7+")
+    parser.add_argument(
+        "--no_top", action="store_true", help="drop the classifier (include_top=False)"
+    )
+    parser.add_argument("input", help="model.safetensors (timm) or F*_haiku.npz (deepmind)")
+    parser.add_argument("output", help="the Keras weights file to write, *.weights.h5")
+    args = parser.parse_args(argv)
+    print(f"input SHA-256: {sha256_of(args.input)}")
+    path = convert_checkpoint(
+        args.source, args.variant, args.input, args.output, include_top=not args.no_top
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
