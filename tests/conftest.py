@@ -23,23 +23,12 @@ import tensorflow as tf
 _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
+from tiny import TINY_VARIANT  # noqa: E402
+
 from keras_nfnet.models.nfnet import NFNetVariant  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = REPO / "tests"
-
-# A reduced F-style network: every feature of the F family (deep-quad stem, projection and
-# pooled shortcuts, grouped convs with several groups, SE, stochastic depth) at a cost a test can
-# afford. tests/timm_reference.py builds the same network in timm.
-TINY_VARIANT = NFNetVariant(
-    depths=(1, 2, 2, 1),
-    widths=(32, 64, 96, 96),
-    stem_widths=(2, 4, 8),
-    group_width=16,
-    train_size=64,
-    test_size=64,
-    dropout_rate=0.1,
-)
 
 
 def run_python(args, env=None, timeout=900, cwd=None) -> subprocess.CompletedProcess:
@@ -64,3 +53,22 @@ def run_python(args, env=None, timeout=900, cwd=None) -> subprocess.CompletedPro
 @pytest.fixture(scope="session")
 def tiny_variant() -> NFNetVariant:
     return TINY_VARIANT
+
+
+@pytest.fixture(scope="session")
+def timm_reference(tmp_path_factory):
+    """``get(config, sizes)`` -> directory with timm's ``model.safetensors`` and ``reference.npz``.
+
+    Built once per (config, sizes) per session by tests/timm_reference.py in a subprocess.
+    """
+    cache: dict = {}
+
+    def get(config: str, sizes: tuple[int, ...]) -> Path:
+        key = (config, tuple(sizes))
+        if key not in cache:
+            out = tmp_path_factory.mktemp(f"timm_{config}")
+            run_python([str(TESTS / "timm_reference.py"), config, str(out), *map(str, sizes)])
+            cache[key] = out
+        return cache[key]
+
+    return get

@@ -28,7 +28,7 @@ def check_standardization(standardization: str) -> str:
 
 
 def standardize_kernel(kernel, gain, standardization: str = "deepmind"):
-    """Return the scaled, standardized kernel, in float32.
+    """Return the scaled, standardized kernel, in float32 (float64 for a float64 kernel).
 
     Statistics are per output channel (the last axis) over every other axis, i.e. over
     ``(kh, kw, in/groups)`` for an HWIO kernel, with the population variance.
@@ -48,8 +48,9 @@ def standardize_kernel(kernel, gain, standardization: str = "deepmind"):
     True
     """
     check_standardization(standardization)
-    kernel = ops.cast(kernel, "float32")
-    gain = ops.cast(gain, "float32")
+    dtype = "float64" if keras.backend.standardize_dtype(kernel.dtype) == "float64" else "float32"
+    kernel = ops.cast(kernel, dtype)
+    gain = ops.cast(gain, dtype)
     axes = tuple(range(len(kernel.shape) - 1))
     fan_in = math.prod(kernel.shape[:-1])
     mean = ops.mean(kernel, axis=axes, keepdims=True)
@@ -146,6 +147,21 @@ class WSConv2D(keras.layers.Conv2D):
             autocast=False,
             dtype=self.dtype,
         )
+
+    # BaseConv saves only (kernel, bias); the gain must travel with them.
+    def _own_variables(self):
+        return (self._kernel, self.bias, self.gain)
+
+    def save_own_variables(self, store):
+        if self.built:
+            for i, variable in enumerate(self._own_variables()):
+                store[str(i)] = variable
+
+    def load_own_variables(self, store):
+        self._check_load_own_variables(store)
+        if self.built:
+            for i, variable in enumerate(self._own_variables()):
+                variable.assign(store[str(i)])
 
     def standardized_kernel(self):
         """The kernel the convolution uses, in float32 (for export and inspection)."""
