@@ -84,9 +84,7 @@ def test_f0_timm_file_converts_to_keras_weights_reproducing_timm_logits(timm_ref
         assert relative_error(got, ref[f"logits{size}"]) < 1e-4
 
 
-def test_tiny_timm_file_converts_to_keras_weights_reproducing_timm_logits(
-    timm_reference, tmp_path
-):
+def test_tiny_timm_file_converts_to_keras_weights_reproducing_timm_logits(timm_reference, tmp_path):
     ref_dir = timm_reference("tiny", (64, 61))
     out = convert_checkpoint(
         "timm", TINY_VARIANT, ref_dir / "model.safetensors", tmp_path / "tiny.weights.h5"
@@ -213,7 +211,7 @@ def test_pickle_that_would_run_code_is_refused_and_nothing_runs(payload, writer,
 
 
 def test_dill_pickled_function_and_persistent_ids_are_refused(tmp_path):
-    with pytest.raises(pickle.UnpicklingError, match="Refusing pickle global 'dill._dill"):
+    with pytest.raises(pickle.UnpicklingError, match=r"Refusing pickle global 'dill\._dill"):
         RestrictedUnpickler(io.BytesIO(dill.dumps({"f": lambda: 0}))).load()
 
     class Persistent(pickle.Pickler):
