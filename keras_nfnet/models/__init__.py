@@ -1,6 +1,34 @@
 """Model builders: they know layers, not training."""
 
 from keras_nfnet.models.imagenet_utils import decode_predictions, preprocess_input
+from keras_nfnet.models.nf_regnet import (
+    NF_REGNET_VARIANTS,
+    NFRegNet,
+    NFRegNetB0,
+    NFRegNetB1,
+    NFRegNetB2,
+    NFRegNetB3,
+    NFRegNetB4,
+    NFRegNetB5,
+    NFRegNetB6,
+    NFRegNetB7,
+    NFRegNetB8,
+    NFRegNetVariant,
+    count_nf_regnet_params,
+    nf_regnet_plan,
+)
+from keras_nfnet.models.nf_resnet import (
+    NF_RESNET_VARIANTS,
+    NFResNet,
+    NFResNet26,
+    NFResNet50,
+    NFResNet101,
+    NFResNet152,
+    NFResNet200,
+    NFResNetVariant,
+    count_nf_resnet_params,
+    nf_resnet_plan,
+)
 from keras_nfnet.models.nfnet import (
     NFNET_VARIANTS,
     NFNet,
@@ -16,9 +44,12 @@ from keras_nfnet.models.nfnet import (
     count_nfnet_params,
     nfnet_plan,
 )
+from keras_nfnet.models.resnet_v2 import ResNetV2, SkipInitResNet
 
 __all__ = [
     "NFNET_VARIANTS",
+    "NF_REGNET_VARIANTS",
+    "NF_RESNET_VARIANTS",
     "NFNet",
     "NFNetF0",
     "NFNetF1",
@@ -29,8 +60,32 @@ __all__ = [
     "NFNetF6",
     "NFNetF7",
     "NFNetVariant",
+    "NFRegNet",
+    "NFRegNetB0",
+    "NFRegNetB1",
+    "NFRegNetB2",
+    "NFRegNetB3",
+    "NFRegNetB4",
+    "NFRegNetB5",
+    "NFRegNetB6",
+    "NFRegNetB7",
+    "NFRegNetB8",
+    "NFRegNetVariant",
+    "NFResNet",
+    "NFResNet26",
+    "NFResNet50",
+    "NFResNet101",
+    "NFResNet152",
+    "NFResNet200",
+    "NFResNetVariant",
+    "ResNetV2",
+    "SkipInitResNet",
+    "count_nf_regnet_params",
+    "count_nf_resnet_params",
     "count_nfnet_params",
     "decode_predictions",
+    "nf_regnet_plan",
+    "nf_resnet_plan",
     "nfnet_plan",
     "preprocess_input",
 ]
