@@ -152,7 +152,24 @@ def random_resized_crop(image, image_size: int, seed) -> tf.Tensor:
     return tf.cond(failed, lambda: center_crop_fallback(image, size), lambda: crop)
 
 
-def train_preprocess(image, image_size: int, seed) -> tf.Tensor:
+def resize_bicubic(image, image_size: int) -> tf.Tensor:
+    """Squash-resize to SxS with `tf.image.resize` bicubic, no antialias, float32, unclamped.
+
+    Example:
+    >>> import numpy as np
+    >>> resize_bicubic(np.zeros((8, 8, 3), "uint8"), 32).shape
+    TensorShape([32, 32, 3])
+    """
+    size = _check_size(image_size)
+    resized = tf.image.resize(
+        tf.cast(image, tf.float32), [size, size], method="bicubic", antialias=False
+    )
+    return tf.ensure_shape(resized, [size, size, 3])
+
+
+def train_preprocess(
+    image, image_size: int, seed, random_crop: bool = True, random_flip: bool = True
+) -> tf.Tensor:
     """§14.6 steps 1-3: random-resized crop, random horizontal flip, bicubic resize to SxS.
 
     The output is float32, **unclamped** (bicubic overshoot kept) and **not normalized**: mixing
@@ -162,6 +179,8 @@ def train_preprocess(image, image_size: int, seed) -> tf.Tensor:
         image: an HxWx3 image, uint8 or float in [0, 255].
         image_size: S, the training resolution.
         seed: int tensor of shape ``[2]``; the crop and the flip use independent child seeds.
+        random_crop: step 1 (off: the whole image is resized, e.g. for the digits).
+        random_flip: step 2.
 
     Example:
     >>> import numpy as np
@@ -170,13 +189,13 @@ def train_preprocess(image, image_size: int, seed) -> tf.Tensor:
     (TensorShape([32, 32, 3]), 'float32')
     """
     size = _check_size(image_size)
+    image = _check_image(image)
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2)
-    crop = random_resized_crop(image, size, seeds[0])
-    flipped = tf.image.stateless_random_flip_left_right(crop, seeds[1])
-    resized = tf.image.resize(
-        tf.cast(flipped, tf.float32), [size, size], method="bicubic", antialias=False
-    )
-    return tf.ensure_shape(resized, [size, size, 3])
+    if random_crop:
+        image = random_resized_crop(image, size, seeds[0])
+    if random_flip:
+        image = tf.image.stateless_random_flip_left_right(image, seeds[1])
+    return resize_bicubic(image, size)
 
 
 __all__ = [
@@ -191,5 +210,6 @@ __all__ = [
     "eval_preprocess",
     "normalize",
     "random_resized_crop",
+    "resize_bicubic",
     "train_preprocess",
 ]
