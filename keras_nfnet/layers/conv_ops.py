@@ -1,11 +1,32 @@
-"""The 2-D convolution every WS layer runs, with a fast grouped path on TensorFlow.
+"""The 2-D convolution every WS layer runs, with fast grouped paths per backend and device.
 
-Keras 3's TensorFlow backend compiles every grouped convolution with XLA because it assumes TF's
-CPU kernels reject them (keras/src/backend/tensorflow/nn.py). TF 2.21's oneDNN kernels run them
-natively, and the XLA-compiled backward pass measured ~25x slower on CPU (platform_facts.md,
-"grouped convolution speed on CPU"). NFNets are mostly grouped convolutions, so on the TF backend
-we call ``tf.nn.conv2d`` directly: the op TensorFlow documents for this, which runs on CPU
-(oneDNN), GPU (cuDNN) and, under ``jit_compile``/TPU, XLA. Other backends use ``keras.ops.conv``.
+NFNets are mostly grouped convolutions (nfnet_reference.md §1.4: 128 channels per group), and the
+generic grouped-conv paths of two backends are slow on CPU (platform_facts.md, "grouped
+convolution speed on CPU"). `conv2d` picks, per backend and device:
+
+========================  ======================================================================
+backend / device          path
+========================  ======================================================================
+TensorFlow, any device    ``tf.nn.conv2d`` with the grouped kernel. Keras 3 instead wraps every
+                          grouped conv in an XLA function, assuming TF's CPU kernels reject them
+                          (keras/src/backend/tensorflow/nn.py); TF 2.21's oneDNN kernels run them
+                          natively and the XLA backward pass measured ~25x slower on CPU.
+                          ``tf.nn.conv2d`` is the op TensorFlow documents for grouped convs on
+                          CPU (oneDNN) and GPU (cuDNN); under ``jit_compile``/TPU it lowers to
+                          XLA's grouped conv, as Keras' own path does.
+JAX, CPU                  one dense ``conv_general_dilated`` per group, then a concatenation.
+                          XLA:CPU's ``feature_group_count`` convolution measured 5x (forward) and
+                          16x (forward + backward) slower here than the split form, with
+                          bit-identical outputs (NFNet's 768-channel, 6-group 3x3 conv).
+JAX, GPU / TPU            ``keras.ops.conv`` (``feature_group_count``): the form XLA's GPU
+                          (cuDNN grouped conv) and TPU backends document and optimize. Not
+                          measured here (no accelerator).
+torch, any device         ``keras.ops.conv`` (``torch.nn.functional.conv2d(groups=...)``, the
+                          native grouped kernel of oneDNN / cuDNN).
+========================  ======================================================================
+
+Every path computes the same convolution; tests/test_fast_paths.py checks forward outputs and
+gradients of each fast path against ``keras.ops.conv`` on every backend.
 """
 
 from __future__ import annotations
@@ -13,10 +34,24 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_nfnet.layers.registry import register
+
 
 def conv2d(inputs, kernel, strides=(1, 1), padding="same", dilation_rate=(1, 1)):
-    """NHWC 2-D convolution; ``kernel`` is HWIO with ``I = in_channels / groups``."""
-    if keras.backend.backend() == "tensorflow":
+    """NHWC 2-D convolution; ``kernel`` is HWIO with ``I = in_channels / groups``.
+
+    The number of groups is ``in_channels // kernel.shape[2]``, as in ``keras.ops.conv``.
+
+    Example:
+    >>> import numpy as np
+    >>> x = np.ones((1, 5, 5, 4), "float32")
+    >>> w = np.ones((3, 3, 2, 6), "float32")  # 2 groups
+    >>> y = np.asarray(conv2d(x, w))
+    >>> y.shape, float(y[0, 2, 2, 0])
+    ((1, 5, 5, 6), 18.0)
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
         import tensorflow as tf
 
         return tf.nn.conv2d(
@@ -26,6 +61,18 @@ def conv2d(inputs, kernel, strides=(1, 1), padding="same", dilation_rate=(1, 1))
             padding=padding.upper(),
             dilations=(1, *dilation_rate, 1),
         )
+    groups = inputs.shape[-1] // kernel.shape[2]
+    if backend == "jax" and groups > 1 and _jax_on_cpu():
+        return _split_grouped_conv(inputs, kernel, groups, strides, padding, dilation_rate)
+    return _keras_conv(inputs, kernel, strides, padding, dilation_rate)
+
+
+def reference_conv2d(inputs, kernel, strides=(1, 1), padding="same", dilation_rate=(1, 1)):
+    """Keras' own ``ops.conv``: the reference every fast path of `conv2d` must reproduce."""
+    return _keras_conv(inputs, kernel, strides, padding, dilation_rate)
+
+
+def _keras_conv(inputs, kernel, strides, padding, dilation_rate):
     return ops.conv(
         inputs,
         kernel,
@@ -34,3 +81,46 @@ def conv2d(inputs, kernel, strides=(1, 1), padding="same", dilation_rate=(1, 1))
         data_format="channels_last",
         dilation_rate=dilation_rate,
     )
+
+
+def _jax_on_cpu() -> bool:
+    import jax
+
+    return jax.default_backend() == "cpu"
+
+
+def _split_grouped_conv(inputs, kernel, groups, strides, padding, dilation_rate):
+    # Group g reads input channels [g*I, (g+1)*I) and writes output channels
+    # [g*O/groups, (g+1)*O/groups): exactly feature_group_count's channel assignment.
+    xs = ops.split(inputs, groups, axis=-1)
+    ws = ops.split(kernel, groups, axis=-1)
+    return ops.concatenate(
+        [_keras_conv(x, w, strides, padding, dilation_rate) for x, w in zip(xs, ws)], axis=-1
+    )
+
+
+@register
+class GroupedConv2D(keras.layers.Conv2D):
+    """A ``keras.layers.Conv2D`` whose convolution runs `conv2d`'s fast path per backend.
+
+    Same arguments, weights and outputs as ``keras.layers.Conv2D``; only the op differs. On the
+    TF backend Keras wraps a grouped convolution in an XLA function, which is slower on CPU and
+    which ``tf2onnx`` cannot convert ("StatefulPartitionedCall is not supported"); this layer
+    emits TF's native grouped ``Conv2D`` op instead. `keras_nfnet.export` uses it for the grouped
+    convolutions of folded models (ungrouped ones become plain ``Conv2D``).
+
+    Example:
+    >>> import numpy as np
+    >>> conv = GroupedConv2D(6, 3, groups=2, padding="same")
+    >>> conv(np.ones((1, 5, 5, 4), "float32")).shape
+    (1, 5, 5, 6)
+    """
+
+    def convolution_op(self, inputs, kernel):
+        return conv2d(
+            inputs,
+            kernel,
+            strides=self.strides,
+            padding=self.padding,
+            dilation_rate=self.dilation_rate,
+        )
