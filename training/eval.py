@@ -28,7 +28,9 @@ from training.configs import DataConfig
 from training.data import SOURCES, eval_dataset, make_source
 
 
-def evaluate(model: keras.Model, dataset, num_examples: int | None = None) -> dict:
+def evaluate(
+    model: keras.Model, dataset, num_examples: int | None = None, verbose: int = 1
+) -> dict:
     """Top-1 and top-5 accuracy (in %) of ``model`` over ``(images, one-hot labels)`` batches.
 
     A prediction is top-k correct when the label is among the k largest logits (ties broken by
@@ -38,11 +40,11 @@ def evaluate(model: keras.Model, dataset, num_examples: int | None = None) -> di
     >>> import numpy as np, tensorflow as tf, keras
     >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Identity()])
     >>> ds = tf.data.Dataset.from_tensors((np.eye(2, dtype="f4"), np.eye(2, dtype="f4")))
-    >>> evaluate(model, ds)["top1"]
+    >>> evaluate(model, ds, verbose=0)["top1"]
     100.0
     """
     steps = None if num_examples is None else -(-num_examples // _batch_size(dataset))
-    bar = keras.utils.Progbar(steps, stateful_metrics=["top1", "top5"])
+    bar = keras.utils.Progbar(steps, verbose=verbose, stateful_metrics=["top1", "top5"])
     seen = top1 = top5 = 0
     for step, (images, labels) in enumerate(dataset, start=1):
         logits = np.asarray(model(images, training=False), dtype="float64")
