@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -52,14 +53,26 @@ DIGITS_TEST_FRACTION = 0.2
 
 @dataclasses.dataclass
 class Source:
-    """A split's examples: ``dataset`` yields ``(image, label, index)`` with ``image`` encoded
-    bytes (``encoded=True``) or a uint8 HxWx3 tensor."""
+    """A split's examples, as ``(image, label, index)`` with ``image`` encoded bytes
+    (``encoded=True``) or a uint8 HxWx3 tensor.
 
-    dataset: tf.data.Dataset
+    In-memory arrays and file lists have random access (``lookup(index) -> (image, label)``), so
+    each epoch is a full stateless permutation (`tf.random.experimental.index_shuffle`). TFDS
+    splits are sequential (``dataset``)."""
+
     num_examples: int
     num_classes: int
     encoded: bool
+    lookup: Callable | None = None
+    dataset: tf.data.Dataset | None = None
     skipped_files: tuple[str, ...] = ()
+
+    def examples(self, num_shards: int = 1, shard: int = 0) -> tf.data.Dataset:
+        """Shard ``shard`` of the examples in their stored order."""
+        if self.lookup is None:
+            return self.dataset.shard(num_shards, shard)
+        indices = tf.data.Dataset.range(shard, self.num_examples, num_shards)
+        return indices.map(lambda i: (*self.lookup(i), i))
 
 
 # ----------------------------------------------------------------------------- sources
@@ -95,8 +108,10 @@ def digits_arrays(split: str, image_size: int, seed: int = 0) -> tuple[np.ndarra
 
 def _digits_source(cfg: DataConfig) -> Source:
     x, y = digits_arrays(cfg.split, cfg.image_size)
-    ds = tf.data.Dataset.from_tensor_slices((x, y, np.arange(len(y), dtype="int64")))
-    return Source(ds, len(y), 10, encoded=False)
+    images, labels = tf.constant(x), tf.constant(y)
+    return Source(
+        len(y), 10, encoded=False, lookup=lambda i: (tf.gather(images, i), tf.gather(labels, i))
+    )
 
 
 def list_image_folder(folder: str) -> tuple[list[str], list[int], list[str]]:
@@ -158,11 +173,14 @@ def _folder_source(cfg: DataConfig) -> Source:
         keep = [i for i, f in enumerate(files) if f not in set(bad)]
         files = [files[i] for i in keep]
         labels = [labels[i] for i in keep]
-    ds = tf.data.Dataset.from_tensor_slices(
-        (files, np.asarray(labels, "int64"), np.arange(len(files), dtype="int64"))
+    paths, targets = tf.constant(files), tf.constant(labels, tf.int64)
+    return Source(
+        len(files),
+        len(classes),
+        encoded=True,
+        lookup=lambda i: (tf.io.read_file(tf.gather(paths, i)), tf.gather(targets, i)),
+        skipped_files=tuple(bad),
     )
-    ds = ds.map(lambda f, y, i: (tf.io.read_file(f), y, i))
-    return Source(ds, len(files), len(classes), encoded=True, skipped_files=tuple(bad))
 
 
 def _tfds_source(cfg: DataConfig) -> Source:
@@ -194,7 +212,7 @@ def _tfds_source(cfg: DataConfig) -> Source:
     num_examples = int(builder.info.splits[cfg.split].num_examples)
     num_classes = int(builder.info.features["label"].num_classes)
     ds = ds.enumerate().map(lambda i, ex: (ex["image"], ex["label"], i))
-    return Source(ds, num_examples, num_classes, encoded=decoders is not None)
+    return Source(num_examples, num_classes, encoded=decoders is not None, dataset=ds)
 
 
 def make_source(cfg: DataConfig) -> Source:
@@ -285,13 +303,47 @@ def train_dataset(
     if cfg.randaugment is not None:
         parse_level(cfg.randaugment)
     first_epoch, skip = divmod(start_step * raw_batch, examples)
-    base = source.dataset.shard(num_pipelines, pipeline_id)
     size = cfg.image_size
+    seed = tf.constant(cfg.seed, tf.int64)
 
-    def epoch(e):
-        ds = base.cache() if cfg.cache else base
-        ds = ds.shuffle(min(cfg.shuffle_buffer_size, examples), seed=cfg.seed + e)
-        return ds.map(lambda x, y, i: (x, y, tf.stack([tf.cast(cfg.seed, tf.int64), e, i])))
+    def keyed(e):
+        return lambda x, y, i: (x, y, tf.stack([seed, e, i]))
+
+    if source.lookup is not None:
+        # Random access: epoch e visits this shard in a stateless permutation seeded by (seed, e).
+        def epoch(e):
+            positions = tf.data.Dataset.range(examples)
+
+            def pick(j):
+                k = tf.raw_ops.RandomIndexShuffle(
+                    index=j, seed=tf.stack([seed, e, 0]), max_index=examples - 1
+                )
+                i = pipeline_id + k * num_pipelines
+                return (*source.lookup(i), i)
+
+            return positions.map(pick).map(keyed(e))
+
+    else:
+        # Sequential (TFDS): a seeded shuffle buffer, then an epoch-seeded permutation inside
+        # blocks of the buffer size (tf.data's shuffle seed cannot vary with a traced epoch).
+        base = source.examples(num_pipelines, pipeline_id)
+        if cfg.cache:
+            base = base.cache()
+        buffer = max(1, min(cfg.shuffle_buffer_size, examples))
+        base = base.shuffle(buffer, seed=cfg.seed, reshuffle_each_iteration=False)
+
+        def epoch(e):
+            def permute(x, y, i):
+                keys = tf.map_fn(
+                    lambda k: tf.random.stateless_uniform([], tf.stack([seed + e, k])),
+                    i,
+                    fn_output_signature=tf.float32,
+                )
+                order = tf.argsort(keys)
+                return tf.gather(x, order), tf.gather(y, order), tf.gather(i, order)
+
+            blocks = base.batch(buffer).map(permute).unbatch()
+            return blocks.map(keyed(e))
 
     ds = tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch).skip(skip)
 
@@ -349,7 +401,7 @@ def eval_dataset(
             image = preprocessing.normalize(preprocessing.resize_bicubic(image, size))
         return tf.ensure_shape(image, [size, size, 3]), tf.one_hot(y, num_classes)
 
-    ds = source.dataset.shard(num_pipelines, pipeline_id)
+    ds = source.examples(num_pipelines, pipeline_id)
     ds = ds.map(prepare, num_parallel_calls=_parallel(cfg), deterministic=True)
     ds = ds.batch(batch).prefetch(tf.data.AUTOTUNE)
     return ds.with_options(_options(cfg))
