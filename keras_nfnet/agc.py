@@ -1,4 +1,4 @@
-"""Adaptive Gradient Clipping (AGC), nfnet_reference.md §13.1-§13.3, in backend-agnostic `keras.ops`.
+"""Adaptive Gradient Clipping (AGC), nfnet_reference.md §13.1-§13.3, in `keras.ops`.
 
 AGC clips a gradient unit by unit (one output channel of a conv kernel, one output unit of a
 Dense kernel, or a whole bias/gain vector) when its norm is larger than ``clipping`` times the

@@ -1,0 +1,67 @@
+"""Train the AGC test model on a non-TensorFlow Keras backend; save the resulting weights.
+
+Run by tests/test_agc_backends.py in a subprocess with KERAS_BACKEND set:
+
+* ``python tests/agc_backend_step.py jax_data_parallel OUT.npz`` (KERAS_BACKEND=jax,
+  XLA_FLAGS=--xla_force_host_platform_device_count=2): `fit` for one epoch (3 steps of 16) on one
+  device, then again under `keras.distribution.DataParallel` over the 2 CPU devices.
+* ``python tests/agc_backend_step.py one_step OUT.npz`` (any backend): one `train_on_batch`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import keras
+from agc_common import build_model, compile_model, make_data
+
+
+def _fit(x, y):
+    model = compile_model(build_model())
+    history = model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    return model, history.history["agc_clip_fraction"][-1]
+
+
+def jax_data_parallel(out: str) -> None:
+    import jax
+
+    x, y = make_data(48)
+    single, fraction_single = _fit(x, y)
+    devices = jax.devices()
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+    parallel, fraction_parallel = _fit(x, y)
+    # The batch really is split: each device holds half of a sharded input.
+    sharded = keras.distribution.distribute_tensor(
+        x[:16], keras.distribution.distribution().get_data_layout(x[:16].shape)
+    )
+    shard_rows = sorted({s.data.shape[0] for s in sharded.addressable_shards})
+    np.savez(
+        out,
+        n_devices=len(devices),
+        shard_rows=np.array(shard_rows),
+        fraction_single=fraction_single,
+        fraction_parallel=fraction_parallel,
+        **{f"single_{i}": w for i, w in enumerate(single.get_weights())},
+        **{f"parallel_{i}": w for i, w in enumerate(parallel.get_weights())},
+    )
+
+
+def one_step(out: str) -> None:
+    x, y = make_data(16)
+    model = compile_model(build_model())
+    logs = model.train_on_batch(x, y, return_dict=True)
+    np.savez(
+        out,
+        backend=keras.backend.backend(),
+        fraction=logs["agc_clip_fraction"],
+        **{f"w_{i}": w for i, w in enumerate(model.get_weights())},
+    )
+
+
+if __name__ == "__main__":
+    {"jax_data_parallel": jax_data_parallel, "one_step": one_step}[sys.argv[1]](sys.argv[2])
