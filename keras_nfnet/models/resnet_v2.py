@@ -59,7 +59,9 @@ class _Convs:
     """Plain convs with the chosen initializer, named like the NF-ResNet's."""
 
     def __init__(self, kernel_initializer, use_bias: bool):
-        self.kernel_initializer = kernel_initializer
+        self.kernel_initializer = keras.initializers.serialize(
+            keras.initializers.get(kernel_initializer)
+        )
         self.use_bias = use_bias
 
     def __call__(self, y, filters, kernel, name, strides=1, use_bias=None):
@@ -69,7 +71,9 @@ class _Convs:
             strides=strides,
             padding="same",
             use_bias=self.use_bias if use_bias is None else use_bias,
-            kernel_initializer=keras.initializers.get(self.kernel_initializer),
+            # A fresh initializer per layer: an unseeded Keras 3 initializer instance draws its
+            # seed once, so sharing one would give every same-shaped conv the same kernel.
+            kernel_initializer=keras.initializers.deserialize(self.kernel_initializer),
             name=name,
         )(y)
 
