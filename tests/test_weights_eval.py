@@ -11,8 +11,7 @@ from conftest import TINY_VARIANT
 
 from keras_nfnet.models.nfnet import NFNet
 from training import eval as nfnet_eval
-from training.configs import DataConfig
-from training.data import make_source
+from training.data import digits_arrays
 from training.preprocessing import eval_preprocess
 
 
@@ -40,8 +39,8 @@ def test_eval_command_writes_json_matching_a_direct_evaluation(tmp_path, monkeyp
     )  # fmt: skip
     assert json.loads(out.read_text()) == result
     # The same numbers from the §15 transform applied by hand and model.predict.
-    cfg = DataConfig(source="digits", split="test", image_size=32)
-    images, labels = zip(*((eval_preprocess(x, 32), y) for x, y, _ in make_source(cfg).dataset))
+    x, labels = digits_arrays("test", 32)
+    images = [eval_preprocess(image, 32) for image in x]
     logits = model.predict(np.stack(images), verbose=0)
     order = np.argsort(-logits, axis=1, kind="stable")
     assert result["examples"] == len(labels) == 360
