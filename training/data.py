@@ -209,7 +209,12 @@ def _tfds_source(cfg: DataConfig) -> Source:
             download_config=tfds.download.DownloadConfig(manual_dir=cfg.manual_dir)
         )
         ds = builder.as_dataset(split=cfg.split, shuffle_files=False, decoders=decoders)
-    num_examples = int(builder.info.splits[cfg.split].num_examples)
+    try:
+        num_examples = int(builder.info.splits[cfg.split].num_examples)
+    except KeyError:  # no split metadata (e.g. tfds.testing.mock_data): count the records
+        num_examples = int(ds.cardinality())
+        if num_examples < 0:
+            num_examples = int(ds.reduce(0, lambda n, _: n + 1))
     num_classes = int(builder.info.features["label"].num_classes)
     ds = ds.enumerate().map(lambda i, ex: (ex["image"], ex["label"], i))
     return Source(num_examples, num_classes, encoded=decoders is not None, dataset=ds)
@@ -295,10 +300,10 @@ def train_dataset(
         )
     raw_batch = 2 * batch if mixing else batch
     examples = shard_size(source.num_examples, num_pipelines, pipeline_id)
-    if examples < raw_batch:
+    if examples < 1:
         raise ValueError(
-            f"Input pipeline {pipeline_id} holds {examples} examples, fewer than one raw batch "
-            f"({raw_batch}). Lower global_batch_size."
+            f"Input pipeline {pipeline_id} of {num_pipelines} holds no examples "
+            f"({source.num_examples} in the split)."
         )
     if cfg.randaugment is not None:
         parse_level(cfg.randaugment)
