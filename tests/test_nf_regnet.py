@@ -10,8 +10,8 @@ from keras_nfnet.layers import SkipGain, WSConv2D
 from keras_nfnet.models.nf_regnet import (
     NF_REGNET_VARIANTS,
     NFRegNet,
-    NFRegNetVariant,
     NFRegNetB0,
+    NFRegNetVariant,
     count_nf_regnet_params,
     nf_regnet_plan,
 )

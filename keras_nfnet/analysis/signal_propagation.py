@@ -154,7 +154,7 @@ def channel_statistics(x) -> tuple[float, float]:
     >>> import numpy as np
     >>> x = np.stack([np.full(8, 2.0), np.arange(8.0)], axis=-1)
     >>> channel_statistics(x)
-    (7.0625, 2.625)
+    (8.125, 2.625)
     """
     x = np.asarray(x, np.float64)
     x = x.reshape(-1, x.shape[-1])
