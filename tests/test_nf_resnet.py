@@ -106,9 +106,12 @@ def test_without_weight_standardization_uses_plain_convs():
     assert ws.count_params() - model.count_params() == sum(c.filters for c in convs)
 
 
-def test_unknown_variant_is_refused():
+def test_unknown_variant_and_weights_are_refused():
     with pytest.raises(ValueError, match=r"'34'.*26, 50, 101"):
         NFResNet("34")
+    # No pretrained NF-ResNet weights are published (§17): only None or a file path.
+    with pytest.raises(ValueError, match="weights='imagenet'"):
+        NFResNet("50", weights="imagenet")
 
 
 @pytest.mark.parametrize("normalization", ["batch_norm", "none"])
