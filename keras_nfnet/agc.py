@@ -41,6 +41,19 @@ _GRAD_NORM_FLOOR = 1e-6
 _EXEMPT_LEAF_NAMES = frozenset({"scale", "offset", "b", "gamma", "beta"})
 
 
+def unit_axes(shape) -> tuple[int, ...] | None:
+    """The axes `unitwise_norm` reduces for a tensor of ``shape``; None means the whole tensor.
+
+    Example:
+    >>> unit_axes((3, 3, 8, 16)), unit_axes((5, 10)), unit_axes((1, 1, 1, 6)), unit_axes(())
+    ((0, 1, 2), (0,), None, None)
+    """
+    shape = tuple(shape)
+    if sum(1 for d in shape if d != 1) <= 1:
+        return None
+    return (0,) if len(shape) in (2, 3) else tuple(range(len(shape) - 1))
+
+
 def unitwise_norm(x):
     """L2 norm of ``x`` per output unit (nfnet_reference.md §13.1).
 
@@ -64,18 +77,33 @@ def unitwise_norm(x):
     >>> float(unitwise_norm(np.full((4,), 0.5, "float32")))
     1.0
     """
-    shape = tuple(x.shape)
-    squared = ops.square(x)
-    if sum(1 for d in shape if d != 1) <= 1:
-        return ops.sqrt(ops.sum(squared))
-    axis = (0,) if len(shape) in (2, 3) else tuple(range(len(shape) - 1))
-    return ops.sqrt(ops.sum(squared, axis=axis, keepdims=True))
+    axis = unit_axes(x.shape)
+    return ops.sqrt(ops.sum(ops.square(x), axis=axis, keepdims=axis is not None))
 
 
-def clip_unitwise(grad, param, clipping: float = 0.01, eps: float = 1e-3):
+def unitwise_norm_tf_fused(x):
+    """`unitwise_norm` as one TensorFlow kernel (``tf.math.reduce_euclidean_norm``).
+
+    Same value; on a CPU without XLA it reads ``x`` once instead of materializing ``x**2``, which
+    halves AGC's cost (bench/bench_agc.py). TF has no XLA kernel for it, so `AGCModel` uses it
+    only when the TF train function is not XLA-compiled.
+
+    Example:
+    >>> import numpy as np
+    >>> float(unitwise_norm_tf_fused(np.array([3.0, 4.0], "float32")))
+    5.0
+    """
+    import tensorflow as tf
+
+    axis = unit_axes(x.shape)
+    return tf.math.reduce_euclidean_norm(x, axis=axis, keepdims=axis is not None)
+
+
+def clip_unitwise(grad, param, clipping: float = 0.01, eps: float = 1e-3, norm=unitwise_norm):
     """AGC for one tensor (§13.2); returns ``(clipped_grad, n_clipped_units, n_units)``.
 
-    ``n_clipped_units`` is a float32 scalar tensor; ``n_units`` a Python int.
+    ``n_clipped_units`` is a float32 scalar tensor; ``n_units`` a Python int. ``norm`` is
+    `unitwise_norm` or, on TensorFlow without XLA, `unitwise_norm_tf_fused`.
 
     Example:
     >>> import numpy as np
@@ -85,8 +113,8 @@ def clip_unitwise(grad, param, clipping: float = 0.01, eps: float = 1e-3):
     """
     grad = ops.convert_to_tensor(grad)
     param = ops.cast(param, grad.dtype)
-    param_norm = ops.maximum(unitwise_norm(param), eps)
-    grad_norm = unitwise_norm(grad)
+    param_norm = ops.maximum(norm(param), eps)
+    grad_norm = norm(grad)
     max_norm = param_norm * clipping
     trigger = ops.greater(grad_norm, max_norm)  # §13.2: strict '>'
     scale = ops.where(trigger, max_norm / ops.maximum(grad_norm, _GRAD_NORM_FLOOR), 1.0)

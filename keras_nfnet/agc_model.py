@@ -34,6 +34,8 @@ from keras_nfnet.agc import (
     clip_unitwise,
     decay_exempt,
     is_excluded,
+    unitwise_norm,
+    unitwise_norm_tf_fused,
 )
 from keras_nfnet.layers.registry import register
 
@@ -192,7 +194,7 @@ class AGCModel(keras.Model):
         decay = [self.l2_weight_decay > 0 and not decay_exempt(v) for v in variables]
         return clip, decay
 
-    def _clip_and_decay(self, grads, values):
+    def _clip_and_decay(self, grads, values, norm=unitwise_norm):
         """Steps 5-6: AGC then coupled L2; returns (grads, fraction of units clipped)."""
         clip, decay = self._agc_masks()
         out = []
@@ -202,7 +204,7 @@ class AGCModel(keras.Model):
                 out.append(g)
                 continue
             if do_clip:
-                g, n, units = clip_unitwise(g, w, self.agc_clipping, self.agc_eps)
+                g, n, units = clip_unitwise(g, w, self.agc_clipping, self.agc_eps, norm)
                 n_clipped, n_units = n_clipped + n, n_units + units
             if do_decay:
                 g = g + ops.cast(w, g.dtype) * self.l2_weight_decay
@@ -278,7 +280,9 @@ class AGCModel(keras.Model):
             for i, g in zip(present, reduced):
                 grads[i] = g
         finite = lso.check_finite(grads) if lso is not None else None
-        grads, fraction = self._clip_and_decay(grads, variables)
+        # TF has no XLA kernel for the one-pass norm; use it only when the step is not compiled.
+        norm = unitwise_norm if self.jit_compile else unitwise_norm_tf_fused
+        grads, fraction = self._clip_and_decay(grads, variables, norm)
         if num_replicas > 1:
             # §13.5 step 5: the optimizer SUM-reduces the N identical copies once more.
             grads = [None if g is None else g / num_replicas for g in grads]

@@ -1,4 +1,7 @@
-"""AGCModel on the JAX and PyTorch backends, each in a subprocess (tests/agc_backend_step.py)."""
+"""AGCModel on the JAX and PyTorch backends, each in a subprocess (tests/agc_backend_step.py).
+
+Both also check a mixed_float16 step with loss scaling, and that a non-finite step is skipped.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,15 @@ def _rel(a, b):
     return float(np.linalg.norm(np.asarray(a) - np.asarray(b)) / np.linalg.norm(np.asarray(b)))
 
 
+def _assert_mixed_precision(result):
+    """mixed_float16 + LossScaleOptimizer: the update equals float32's; non-finite steps skip."""
+    assert float(result["mp_fraction"]) > 0.1
+    assert float(result["mp_max_rel_update_error"]) < 1e-2
+    assert bool(result["mp_skipped_unchanged"])
+    assert float(result["mp_scale_after_skip"]) == 2.0**14
+    assert int(result["mp_iterations_after_skip"]) == 1
+
+
 def test_jax_fit_under_data_parallel_equals_single_device(tmp_path):
     out = tmp_path / "jax.npz"
     run_python(
@@ -19,6 +31,7 @@ def test_jax_fit_under_data_parallel_equals_single_device(tmp_path):
         env={"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
     )
     result = np.load(out)
+    _assert_mixed_precision(result)
     assert int(result["n_devices"]) == 2
     assert result["shard_rows"].tolist() == [8]  # each device got half of the batch of 16
     assert float(result["fraction_parallel"]) > 0.1  # AGC is actively clipping
@@ -38,6 +51,7 @@ def test_torch_step_equals_tensorflow_step(tmp_path):
     )
     torch_result = np.load(out)
     assert str(torch_result["backend"]) == "torch"
+    _assert_mixed_precision(torch_result)
     x, y = make_data(16)
     model = compile_model(build_model())  # this process runs the TensorFlow backend
     init = model.get_weights()
