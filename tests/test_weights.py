@@ -108,7 +108,7 @@ def test_download_hash_check_conversion_and_cache(server, registry, tiny_files, 
     sha = hashlib.sha256(data).hexdigest()
     server.files[registry(sha)] = data
     model = tiny_imagenet()
-    logits = model.predict(ref["x64"], verbose=0)
+    logits = np.asarray(model(ref["x64"], training=False))
     assert relative_error(logits, ref["logits64"]) < 1e-4
     assert len(server.requests) == 1
     assert cache_files(tmp_path) == [
@@ -116,7 +116,7 @@ def test_download_hash_check_conversion_and_cache(server, registry, tiny_files, 
         f"nfnet_tiny_timm_{sha[:12]}.weights.h5",
     ]
     # A second model loads the converted file: no request, same outputs.
-    again = tiny_imagenet().predict(ref["x64"], verbose=0)
+    again = np.asarray(tiny_imagenet()(ref["x64"], training=False))
     assert len(server.requests) == 1
     np.testing.assert_array_equal(again, logits)
 
@@ -182,7 +182,7 @@ def test_truncated_file_without_a_pinned_hash_is_a_clear_error(
         tiny_imagenet()
     assert cache_files(tmp_path) == []
     server.files[path] = data  # the next call downloads again and succeeds
-    logits = tiny_imagenet().predict(ref["x64"], verbose=0)
+    logits = np.asarray(tiny_imagenet()(ref["x64"], training=False))
     assert relative_error(logits, ref["logits64"]) < 1e-4
 
 
