@@ -1,0 +1,224 @@
+"""The fast convolution paths of `keras_nfnet.layers.conv_ops` compute what ``keras.ops.conv`` does.
+
+`conv2d` replaces Keras' grouped convolution per backend and device (TF: ``tf.nn.conv2d``; JAX
+on CPU: one dense conv per group). Each check compares it with `reference_conv2d`
+(``keras.ops.conv``), forward and gradients, on single convolutions and on a reduced NFNet
+(`TINY_VARIANT`) whose WSConv2D layers are switched between the two paths. TF runs in the pytest
+process; JAX and torch run this file as a script in a subprocess:
+``KERAS_BACKEND=jax python tests/test_fast_paths.py '<variant json>'``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import sys
+
+import numpy as np
+
+# (in_channels, filters, groups, kernel, strides, padding, size): grouped and dense, stride 1
+# and 2, even and odd sizes (SAME padding is asymmetric for even sizes at stride 2).
+CONV_CASES = [
+    (8, 12, 4, 3, 2, "same", 8),
+    (8, 12, 4, 3, 2, "same", 9),
+    (6, 6, 3, 3, 1, "valid", 7),
+    (6, 10, 1, 3, 2, "same", 8),
+]
+TOLERANCE = 1e-5  # relative to the largest magnitude of each compared array
+
+
+def _grads(fn, arrays):
+    """``fn(*arrays) -> (scalar, aux)``: the scalar, aux and the scalar's gradients w.r.t. every
+    array, per backend."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tensors = [tf.constant(a) for a in arrays]
+        with tf.GradientTape() as tape:
+            tape.watch(tensors)
+            value, aux = fn(*tensors)
+        grads = tape.gradient(value, tensors)
+        return float(value), np.asarray(aux), [g.numpy() for g in grads]
+    if backend == "jax":
+        import jax
+
+        # One jit for value, aux and gradients: op-by-op dispatch of a model's gradient is slow.
+        grad_fn = jax.jit(jax.value_and_grad(fn, argnums=tuple(range(len(arrays))), has_aux=True))
+        (value, aux), grads = grad_fn(*arrays)
+        return float(value), np.asarray(aux), [np.asarray(g) for g in grads]
+    import torch
+
+    tensors = [torch.tensor(a, requires_grad=True) for a in arrays]
+    value, aux = fn(*tensors)
+    value.backward()
+    return float(value.detach()), aux.detach().numpy(), [t.grad.numpy() for t in tensors]
+
+
+def _assert_close(actual, expected, what: str) -> None:
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    scale = max(float(np.abs(expected).max()), 1e-12)
+    error = float(np.abs(actual - expected).max()) / scale
+    assert error <= TOLERANCE, f"{what}: relative difference {error:.2e} > {TOLERANCE:.0e}"
+
+
+def check_convs() -> None:
+    """`conv2d` equals `reference_conv2d` (forward and both gradients) on every CONV_CASE."""
+    from keras import ops
+
+    from keras_nfnet.layers.conv_ops import conv2d, reference_conv2d
+
+    rng = np.random.default_rng(0)
+    for in_ch, filters, groups, k, stride, padding, size in CONV_CASES:
+        x = rng.normal(size=(2, size, size, in_ch)).astype("float32")
+        w = rng.normal(size=(k, k, in_ch // groups, filters)).astype("float32")
+        probe = rng.normal(size=(1, 1, 1, filters)).astype("float32")
+        results = []
+        for conv in (conv2d, reference_conv2d):
+
+            def loss(x_, w_, conv=conv, strides=(stride, stride), padding=padding, probe=probe):
+                y = conv(x_, w_, strides=strides, padding=padding)
+                return ops.sum(ops.tanh(y) * ops.convert_to_tensor(probe)), y
+
+            results.append(_grads(loss, [x, w]))
+        case = f"conv {in_ch}->{filters} groups={groups} k={k} s={stride} {padding} {size}px"
+        (v_fast, y_fast, g_fast), (v_ref, y_ref, g_ref) = results
+        _assert_close(y_fast, y_ref, f"{case} output")
+        _assert_close(v_fast, v_ref, f"{case} loss")
+        _assert_close(g_fast[0], g_ref[0], f"{case} d/dx")
+        _assert_close(g_fast[1], g_ref[1], f"{case} d/dkernel")
+
+
+def _tiny_model(variant, numerics: str):
+    import keras
+
+    from keras_nfnet import NFNet
+
+    keras.utils.set_random_seed(0)
+    model = NFNet(
+        variant, input_shape=(32, 32, 3), classes=10, classifier_activation=None, numerics=numerics
+    )
+    for layer in model.layers:  # skip gains start at zero; make the residual branches count
+        if layer.name.endswith("skip_gain"):
+            layer.set_weights([np.array(0.5, "float32")])
+    return model
+
+
+def _model_outputs_and_grads(model):
+    from keras import ops
+
+    x = np.random.default_rng(1).normal(size=(2, 32, 32, 3)).astype("float32")
+    probe = np.random.default_rng(2).normal(size=(2, 10)).astype("float32")
+    weights = [ops.convert_to_numpy(v) for v in model.trainable_variables]
+    non_trainable = [v.value for v in model.non_trainable_variables]
+
+    def loss(x_, *trainable):
+        logits, _ = model.stateless_call(list(trainable), non_trainable, x_, training=False)
+        return ops.sum(logits * ops.convert_to_tensor(probe)), logits
+
+    value, logits, grads = _grads(loss, [x, *weights])
+    names = ["input"] + [v.path for v in model.trainable_variables]
+    return logits, value, dict(zip(names, grads))
+
+
+def check_model(variant, numerics: str = "deepmind") -> None:
+    """A reduced NFNet gives the same logits and gradients with the fast and the reference conv."""
+    from keras_nfnet.layers import conv_ops, ws_conv
+
+    model = _tiny_model(variant, numerics)
+    fast = _model_outputs_and_grads(model)
+    try:  # WSConv2D looks its conv up at call time
+        ws_conv.conv2d = conv_ops.reference_conv2d
+        reference = _model_outputs_and_grads(model)
+    finally:
+        ws_conv.conv2d = conv_ops.conv2d
+    _assert_close(fast[0], reference[0], "logits")
+    _assert_close(fast[1], reference[1], "loss")
+    assert fast[2].keys() == reference[2].keys()
+    assert any("conv1b" in name for name in fast[2])  # grouped convs are among the checked
+    for name, grad in fast[2].items():
+        _assert_close(grad, reference[2][name], f"gradient of {name}")
+
+
+def check_path_choice() -> str:
+    """Which op `conv2d` emits for a grouped conv on this backend (asserted by the tests)."""
+    import keras
+
+    from keras_nfnet.layers.conv_ops import conv2d
+
+    x = np.ones((1, 6, 6, 8), "float32")
+    w = np.ones((3, 3, 2, 8), "float32")
+    if keras.backend.backend() == "jax":
+        import jax
+
+        jaxpr = str(jax.make_jaxpr(lambda a, b: conv2d(a, b))(x, w))
+        group_counts = {int(n) for n in re.findall(r"feature_group_count=(\d+)", jaxpr)}
+        return f"{jax.default_backend()} feature_group_counts={sorted(group_counts)}"
+    return keras.backend.backend()
+
+
+def test_tf_conv2d_matches_keras_ops_conv():
+    check_convs()
+
+
+def test_tf_tiny_nfnet_fast_path_matches_reference_forward_and_gradients(tiny_variant):
+    check_model(tiny_variant)
+
+
+def test_tf_grouped_conv_is_the_native_op_not_xla():
+    import tensorflow as tf
+
+    from keras_nfnet.layers.conv_ops import conv2d
+
+    graph = (
+        tf.function(conv2d)
+        .get_concrete_function(
+            tf.TensorSpec((1, 6, 6, 8), tf.float32), tf.TensorSpec((3, 3, 2, 8), tf.float32)
+        )
+        .graph
+    )
+    op_types = {op.type for op in graph.get_operations()}
+    assert "Conv2D" in op_types
+    # Keras' own grouped path calls an XLA-compiled function (a PartitionedCall op).
+    assert not op_types & {"PartitionedCall", "StatefulPartitionedCall"}, op_types
+
+
+def _run_backend(backend: str, tiny_variant) -> str:
+    from conftest import run_python
+
+    proc = run_python(
+        [__file__, json.dumps(dataclasses.asdict(tiny_variant))],
+        env={"KERAS_BACKEND": backend},
+    )
+    return proc.stdout
+
+
+def test_jax_fast_path_splits_groups_on_cpu_and_matches_reference(tiny_variant):
+    out = _run_backend("jax", tiny_variant)
+    # On CPU every conv in the fast path is dense (feature_group_count=1): the split form.
+    assert "path: cpu feature_group_counts=[1]" in out, out
+    assert "all checks passed" in out
+
+
+def test_torch_fast_path_matches_reference(tiny_variant):
+    out = _run_backend("torch", tiny_variant)
+    assert "path: torch" in out, out
+    assert "all checks passed" in out
+
+
+def main() -> None:
+    from keras_nfnet.models.nfnet import NFNetVariant
+
+    fields = json.loads(sys.argv[1])
+    variant = NFNetVariant(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+    print("path:", check_path_choice(), flush=True)
+    check_convs()
+    check_model(variant)
+    print("all checks passed")
+
+
+if __name__ == "__main__":
+    main()
