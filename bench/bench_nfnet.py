@@ -104,9 +104,7 @@ def _timm_engine(size: int):
     from timm.utils import adaptive_clip_grad
 
     torch.manual_seed(0)
-    model = timm.create_model(
-        "dm_nfnet_f0", pretrained=False, drop_rate=0.2, drop_path_rate=0.25
-    )
+    model = timm.create_model("dm_nfnet_f0", pretrained=False, drop_rate=0.2, drop_path_rate=0.25)
     x8, y8 = (torch.from_numpy(a) for a in _data(size, 8, channels_first=True))
     x1 = x8[:1]
     optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=0.9, nesterov=True)
@@ -205,7 +203,9 @@ class Worker:
             env["KERAS_BACKEND"] = "jax" if engine == "keras_jax" else "tensorflow"
         self.engine = engine
         # The worker's stderr (framework logs, tracebacks) goes to a log file named in errors.
-        self.log = tempfile.NamedTemporaryFile("w+", prefix=f"bench_{engine}_", suffix=".log")
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (lives as long as the worker)
+            "w+", prefix=f"bench_{engine}_", suffix=".log"
+        )
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--worker", engine, "--size", str(size)],
             stdin=subprocess.PIPE,
