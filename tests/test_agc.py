@@ -186,11 +186,11 @@ def test_mirrored_strategy_with_per_replica_data_equals_single_device_steps():
     x, y = make_data(48)
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
     single = compile_model(build_model())
-    single.fit(dataset, epochs=1, verbose=0)
+    single.fit(dataset, epochs=1, verbose=0, shuffle=False)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():
         mirrored = compile_model(build_model())
-    history = mirrored.fit(dataset, epochs=1, verbose=0)
+    history = mirrored.fit(dataset, epochs=1, verbose=0, shuffle=False)
     assert strategy.num_replicas_in_sync == 2
     assert mirrored.optimizer.iterations.numpy() == 3
     assert history.history["agc_clip_fraction"][-1] > 0.1  # AGC is actively clipping
@@ -246,11 +246,11 @@ def test_mixed_float16_under_mirrored_strategy_skips_a_step_non_finite_on_one_re
         return compile_model(build_model(dtype="mixed_float16"), optimizer)
 
     single = mixed_model()
-    single.fit(dataset, epochs=1, verbose=0)
+    single.fit(dataset, epochs=1, verbose=0, shuffle=False)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():
         mirrored = mixed_model()
-    mirrored.fit(dataset, epochs=1, verbose=0)
+    mirrored.fit(dataset, epochs=1, verbose=0, shuffle=False)
     for model in (single, mirrored):
         assert int(model.optimizer.iterations.numpy()) == 2
         assert float(model.optimizer.dynamic_scale.numpy()) == 2.0**14
