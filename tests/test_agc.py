@@ -303,6 +303,7 @@ def test_agc_settings_survive_save_and_load(tmp_path):
 
 def test_agc_off_survives_save_and_load(tmp_path):
     model = compile_model(build_model(), agc_clipping=None)
+    model.optimizer.build(model.trainable_variables)
     model.save(tmp_path / "off.keras")
     assert keras.models.load_model(tmp_path / "off.keras").agc_clipping is None
 
