@@ -26,6 +26,8 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
@@ -153,15 +155,29 @@ def kernel_env(network_log: Path) -> dict[str, str]:
     return env
 
 
+def kernel_manager(tmp_path: Path) -> AsyncKernelManager:
+    """A kernel running this interpreter (the venv with keras_nfnet), whatever kernel specs the
+    machine has installed under the name ``python3``."""
+    kernels = tmp_path / "kernels"
+    spec = kernels / "keras-nfnet-test"
+    spec.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(
+        json.dumps({"argv": argv, "display_name": "keras-nfnet tests", "language": "python"})
+    )
+    specs = KernelSpecManager(kernel_dirs=[str(kernels)])
+    return AsyncKernelManager(kernel_name="keras-nfnet-test", kernel_spec_manager=specs)
+
+
 def execute(nb: nbformat.NotebookNode, tmp_path: Path) -> nbformat.NotebookNode:
     """Run ``nb`` in a fresh kernel (cwd: the repository); return it with its outputs."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     network_log = tmp_path / "network_attempts.log"
     client = NotebookClient(
         nb,
+        km=kernel_manager(tmp_path),
         timeout=CELL_TIMEOUT_S,
         startup_timeout=120,
-        kernel_name="python3",
         resources={"metadata": {"path": str(REPO)}},
     )
     try:
