@@ -1,6 +1,6 @@
 """keras_nfnet: Normalizer-Free Networks (NFNets) for Keras 3."""
 
-from keras_nfnet import agc, layers, weights
+from keras_nfnet import agc, layers, optimizers, weights
 from keras_nfnet.agc_model import AGCModel
 from keras_nfnet.models import (
     NF_REGNET_VARIANTS,
@@ -92,6 +92,7 @@ __all__ = [
     "nf_regnet_plan",
     "nf_resnet_plan",
     "nfnet_plan",
+    "optimizers",
     "preprocess_input",
     "weights",
 ]

@@ -12,8 +12,8 @@ import tensorflow as tf
 
 from keras_nfnet.agc import decay_exempt
 from keras_nfnet.models.nfnet import NFNet
+from keras_nfnet.optimizers import NesterovSGD, WarmupCosineDecay, ema_decay_at
 from training import augment, configs, data, preprocessing
-from training.optim import NesterovSGD, WarmupCosineDecay, ema_decay_at
 from training.train import build_config
 
 MEAN = np.array([0.485, 0.456, 0.406]) * 255.0

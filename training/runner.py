@@ -35,9 +35,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_nfnet.models.nfnet import NFNet, get_variant
+from keras_nfnet.optimizers import NesterovSGD, WarmupCosineDecay, peak_learning_rate
 from training import data as data_lib
 from training.configs import ExperimentConfig, dump_yaml
-from training.optim import NesterovSGD, WarmupCosineDecay, peak_learning_rate
 
 MODES = ("train", "eval", "train_and_eval")
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
@@ -198,19 +198,31 @@ def build_model(cfg: ExperimentConfig, num_classes: int) -> keras.Model:
         name="nfnet",
     )
     if m.init_checkpoint:
-        load_backbone(model, m.init_checkpoint)
+        load_backbone(model, m.init_checkpoint, variant, m.numerics)
     return model
 
 
-def load_backbone(model: keras.Model, path: str) -> int:
-    """Copy the weights of every same-named, same-shaped layer of the `.keras` model at ``path``
-    into ``model`` (the classifier is left re-initialized when its class count differs).
-    Returns the number of layers copied."""
+def load_backbone(model: keras.Model, path: str, variant=None, numerics: str = "deepmind") -> int:
+    """Copy the weights of every same-named, same-shaped layer of a source model into ``model``
+    (the classifier is left re-initialized when its class count differs).
+
+    ``path`` is ``"imagenet"`` (the published weights of ``variant``, downloaded and converted
+    by `keras_nfnet.weights`, without their classifier) or an existing `.keras` model file.
+    Returns the number of layers copied.
+    """
+    if path == "imagenet":
+        source = NFNet(variant, include_top=False, weights="imagenet", numerics=numerics)
+        return _copy_layers(source, model, path)
     if not path.endswith(".keras") or not os.path.exists(path):
         raise ValueError(
-            f"model.init_checkpoint must be an existing .keras model file. Received: {path!r}."
+            "model.init_checkpoint must be 'imagenet' or an existing .keras model file. "
+            f"Received: {path!r}."
         )
     source = keras.saving.load_model(path, compile=False, safe_mode=True)
+    return _copy_layers(source, model, path)
+
+
+def _copy_layers(source: keras.Model, model: keras.Model, path: str) -> int:
     by_name = {layer.name: layer for layer in source.layers}
     copied = 0
     for layer in model.layers:
