@@ -229,3 +229,24 @@ def test_pin_sha256_validates_and_pins(monkeypatch):
     weights.pin_sha256("F1", "AB" * 32, source="deepmind")
     assert weights.checkpoint_sha256("F1", "deepmind") == "ab" * 32
     assert weights.checkpoint_sha256("F1", "timm") is None
+
+
+def test_finetune_init_checkpoint_imagenet_copies_the_pretrained_backbone(
+    server, registry, tiny_files
+):
+    from training.runner import load_backbone
+
+    data, _ = tiny_files
+    server.files[registry()] = data
+    pretrained = NFNet(TINY_VARIANT, include_top=False, weights="imagenet")
+    model = NFNet(TINY_VARIANT, classes=3, classifier_activation=None)  # a new 3-class head
+    head_before = model.get_layer("predictions").get_weights()
+    copied = load_backbone(model, "imagenet", TINY_VARIANT, "deepmind")
+    assert copied == len([layer for layer in pretrained.layers if layer.weights])
+    for layer in pretrained.layers:
+        for got, want in zip(model.get_layer(layer.name).get_weights(), layer.get_weights()):
+            np.testing.assert_array_equal(got, want, err_msg=layer.name)
+    for got, want in zip(model.get_layer("predictions").get_weights(), head_before):
+        np.testing.assert_array_equal(got, want)  # the new head keeps its initialization
+    with pytest.raises(ValueError, match=r"'imagenet' or an existing \.keras"):
+        load_backbone(model, "missing.weights.h5")

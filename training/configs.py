@@ -33,7 +33,8 @@ class ModelConfig:
     dropout_rate: float | None = None  # None: the variant's
     stochdepth_rate: float | None = None  # None: the variant's (0.25)
     numerics: str = "deepmind"
-    # Fine-tuning: a `.keras` model or `.weights.h5` file whose backbone weights are loaded.
+    # Fine-tuning: "imagenet" (published weights of `variant`) or a `.keras` model file whose
+    # same-named layers are copied (see `training.runner.load_backbone`).
     init_checkpoint: str | None = None
 
 

@@ -70,7 +70,8 @@ for _variant in ("F0", "F1", "F2", "F3", "F4", "F5", "F6", "F7"):
 @register_experiment("nfnet_finetune")
 def nfnet_finetune() -> ExperimentConfig:
     """Fine-tune NFNet-F0 with a new head (the classifier is re-initialized for the dataset's
-    classes; ``model.init_checkpoint`` names the `.keras` / `.weights.h5` file to start from).
+    classes; ``model.init_checkpoint`` is ``"imagenet"``, the published F0 weights, by default,
+    or a `.keras` model file to start from).
 
     Choices, for a batch of 64 on a small dataset: LR 0.01·B/256 with 1 warm-up epoch and cosine
     over 20 epochs; AGC λ 0.005 (a smaller λ than from scratch, so pretrained features move
@@ -81,7 +82,13 @@ def nfnet_finetune() -> ExperimentConfig:
     """
     row = NFNET_VARIANTS["F0"]
     return ExperimentConfig(
-        model=ModelConfig(variant="F0", num_classes=0, dropout_rate=0.2, stochdepth_rate=0.1),
+        model=ModelConfig(
+            variant="F0",
+            num_classes=0,
+            dropout_rate=0.2,
+            stochdepth_rate=0.1,
+            init_checkpoint="imagenet",
+        ),
         train_data=DataConfig(
             source="tfds",
             name="tf_flowers",
