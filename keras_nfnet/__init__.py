@@ -1,6 +1,6 @@
 """keras_nfnet: Normalizer-Free Networks (NFNets) for Keras 3."""
 
-from keras_nfnet import agc, layers, optimizers, weights
+from keras_nfnet import agc, export, layers, optimizers, weights
 from keras_nfnet.agc_model import AGCModel
 from keras_nfnet.models import (
     NF_REGNET_VARIANTS,
@@ -88,6 +88,7 @@ __all__ = [
     "count_nf_resnet_params",
     "count_nfnet_params",
     "decode_predictions",
+    "export",
     "layers",
     "nf_regnet_plan",
     "nf_resnet_plan",
