@@ -112,7 +112,7 @@ class GroupedConv2D(keras.layers.Conv2D):
     Example:
     >>> import numpy as np
     >>> conv = GroupedConv2D(6, 3, groups=2, padding="same")
-    >>> conv(np.ones((1, 5, 5, 4), "float32")).shape
+    >>> tuple(conv(np.ones((1, 5, 5, 4), "float32")).shape)
     (1, 5, 5, 6)
     """
 
