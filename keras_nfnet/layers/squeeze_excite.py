@@ -27,7 +27,7 @@ class SqueezeExcite(keras.layers.Layer):
     Example:
     >>> import numpy as np
     >>> se = SqueezeExcite(hidden_units=4)
-    >>> se(np.ones((2, 5, 5, 8), "float32")).shape
+    >>> tuple(se(np.ones((2, 5, 5, 8), "float32")).shape)
     (2, 5, 5, 8)
     """
 

@@ -86,7 +86,7 @@ class WSConv2D(keras.layers.Conv2D):
     Example:
     >>> import numpy as np
     >>> conv = WSConv2D(8, 3, strides=2, groups=2)
-    >>> conv(np.ones((1, 9, 9, 4), "float32")).shape
+    >>> tuple(conv(np.ones((1, 9, 9, 4), "float32")).shape)
     (1, 5, 5, 8)
     """
 
