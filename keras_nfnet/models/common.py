@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import keras
 
@@ -90,3 +91,42 @@ def apply_head(
     if pooling == "max":
         return keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
     return x
+
+
+def variant_builder(
+    family: Callable[..., keras.Model], variant: str, public_name: str, doc: str
+) -> Callable[..., keras.Model]:
+    """A keras.applications-style function for one row of a family's variant table.
+
+    The returned function takes the keras.applications arguments and passes any family-specific
+    keyword (``dropout_rate``, ``stochdepth_rate``, ``numerics``, ``use_se`` …) through to
+    ``family(variant, ...)``.
+    """
+
+    def builder(
+        include_top: bool = True,
+        weights: str | None = None,
+        input_tensor=None,
+        input_shape: tuple | None = None,
+        pooling: str | None = None,
+        classes: int = 1000,
+        classifier_activation: str | None = "softmax",
+        name: str | None = None,
+        **kwargs,
+    ) -> keras.Model:
+        return family(
+            variant,
+            include_top=include_top,
+            weights=weights,
+            input_tensor=input_tensor,
+            input_shape=input_shape,
+            pooling=pooling,
+            classes=classes,
+            classifier_activation=classifier_activation,
+            name=name,
+            **kwargs,
+        )
+
+    builder.__name__ = builder.__qualname__ = public_name
+    builder.__doc__ = doc
+    return builder

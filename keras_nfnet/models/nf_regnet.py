@@ -28,6 +28,7 @@ from keras_nfnet.models.common import (
     check_weights_path,
     image_input,
     model_inputs,
+    variant_builder,
 )
 from keras_nfnet.models.nfnet import BlockPlan, _ws_params, beta_schedule, stochdepth_schedule
 
@@ -281,42 +282,14 @@ def NFRegNet(
 
 
 def _variant_builder(variant: str):
-    def builder(
-        include_top: bool = True,
-        weights: str | None = None,
-        input_tensor=None,
-        input_shape: tuple | None = None,
-        pooling: str | None = None,
-        classes: int = 1000,
-        classifier_activation: str | None = "softmax",
-        name: str | None = None,
-        dropout_rate: float | None = None,
-        stochdepth_rate: float | None = None,
-    ) -> keras.Model:
-        return NFRegNet(
-            variant,
-            include_top=include_top,
-            weights=weights,
-            input_tensor=input_tensor,
-            input_shape=input_shape,
-            pooling=pooling,
-            classes=classes,
-            classifier_activation=classifier_activation,
-            name=name,
-            dropout_rate=dropout_rate,
-            stochdepth_rate=stochdepth_rate,
-        )
-
     row = NF_REGNET_VARIANTS[variant]
-    builder.__name__ = f"NFRegNet{variant}"
-    builder.__qualname__ = builder.__name__
-    builder.__doc__ = (
+    doc = (
         f"NF-RegNet-{variant}: depths {row.depths}, stage widths {row.widths}, trained at "
         f"{row.train_size} px and evaluated at {row.test_size} px, "
         f"{count_nf_regnet_params(variant):,} parameters.\n\n"
         "Arguments as `keras_nfnet.NFRegNet` without `variant`."
     )
-    return builder
+    return variant_builder(NFRegNet, variant, f"NFRegNet{variant}", doc)
 
 
 NFRegNetB0 = _variant_builder("B0")

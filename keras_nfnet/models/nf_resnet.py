@@ -28,6 +28,7 @@ from keras_nfnet.models.common import (
     check_weights_path,
     image_input,
     model_inputs,
+    variant_builder,
 )
 from keras_nfnet.models.nfnet import BlockPlan, _ws_params, beta_schedule, stochdepth_schedule
 
@@ -307,44 +308,14 @@ def NFResNet(
 
 
 def _variant_builder(variant: str):
-    def builder(
-        include_top: bool = True,
-        weights: str | None = None,
-        input_tensor=None,
-        input_shape: tuple | None = None,
-        pooling: str | None = None,
-        classes: int = 1000,
-        classifier_activation: str | None = "softmax",
-        name: str | None = None,
-        dropout_rate: float | None = None,
-        stochdepth_rate: float | None = None,
-        use_se: bool = False,
-    ) -> keras.Model:
-        return NFResNet(
-            variant,
-            include_top=include_top,
-            weights=weights,
-            input_tensor=input_tensor,
-            input_shape=input_shape,
-            pooling=pooling,
-            classes=classes,
-            classifier_activation=classifier_activation,
-            name=name,
-            dropout_rate=dropout_rate,
-            stochdepth_rate=stochdepth_rate,
-            use_se=use_se,
-        )
-
     row = NF_RESNET_VARIANTS[variant]
-    builder.__name__ = f"NFResNet{variant}"
-    builder.__qualname__ = builder.__name__
-    builder.__doc__ = (
+    doc = (
         f"NF-ResNet-{variant}: depths {row.depths}, widths {row.widths}, "
         f"{count_nf_resnet_params(variant):,} parameters "
         f"({count_nf_resnet_params(variant, use_se=True):,} with SE).\n\n"
         "Arguments as `keras_nfnet.NFResNet` without `variant`."
     )
-    return builder
+    return variant_builder(NFResNet, variant, f"NFResNet{variant}", doc)
 
 
 NFResNet26 = _variant_builder("26")

@@ -44,6 +44,7 @@ from keras_nfnet.models.common import (
     check_weights_path,
     image_input,
     model_inputs,
+    variant_builder,
 )
 
 NUMERICS = ("deepmind", "timm")
@@ -422,43 +423,13 @@ def NFNet(
 
 
 def _variant_builder(variant: str):
-    def builder(
-        include_top: bool = True,
-        weights: str | None = None,
-        input_tensor=None,
-        input_shape: tuple | None = None,
-        pooling: str | None = None,
-        classes: int = 1000,
-        classifier_activation: str | None = "softmax",
-        name: str | None = None,
-        dropout_rate: float | None = None,
-        stochdepth_rate: float | None = None,
-        numerics: str = "deepmind",
-    ) -> keras.Model:
-        return NFNet(
-            variant,
-            include_top=include_top,
-            weights=weights,
-            input_tensor=input_tensor,
-            input_shape=input_shape,
-            pooling=pooling,
-            classes=classes,
-            classifier_activation=classifier_activation,
-            name=name,
-            dropout_rate=dropout_rate,
-            stochdepth_rate=stochdepth_rate,
-            numerics=numerics,
-        )
-
     row = NFNET_VARIANTS[variant]
-    builder.__name__ = f"NFNet{variant}"
-    builder.__qualname__ = builder.__name__
-    builder.__doc__ = (
+    doc = (
         f"NFNet-{variant}: depths {row.depths}, widths {row.widths}, trained at {row.train_size} "
         f"px and evaluated at {row.test_size} px, {count_nfnet_params(variant):,} parameters.\n\n"
         "Arguments as `keras_nfnet.NFNet` without `variant`."
     )
-    return builder
+    return variant_builder(NFNet, variant, f"NFNet{variant}", doc)
 
 
 NFNetF0 = _variant_builder("F0")
