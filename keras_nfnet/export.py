@@ -22,6 +22,7 @@ import tempfile
 
 import keras
 
+from keras_nfnet.layers.activations import ScaledActivation
 from keras_nfnet.layers.conv_ops import GroupedConv2D
 from keras_nfnet.layers.stoch_depth import StochDepth
 from keras_nfnet.layers.ws_conv import WSConv2D
@@ -38,8 +39,9 @@ def fold_weight_standardization(model: keras.Model, name: str | None = None) -> 
     grouped op; see there) with the same name, shape, strides, padding, groups and dtype
     policy, whose kernel is the source layer's
     ``standardized_kernel()`` (float32, computed once) and whose bias is the source bias.
-    `StochDepth` and `Dropout` layers are removed (their inputs pass straight through). Every
-    other layer is cloned from its config with its weights copied. The source model is not
+    `StochDepth` and `Dropout` layers are removed (their inputs pass straight through), and
+    `ScaledActivation` layers run as plain ops (``fuse=False``) so exporters see no XLA calls.
+    Every other layer is cloned from its config with its weights copied. The source model is not
     modified, and the copy is a plain Functional ``keras.Model`` meant for inference: the
     folded kernels are no longer weight-standardized, so do not train it.
 
@@ -72,7 +74,10 @@ def fold_weight_standardization(model: keras.Model, name: str | None = None) -> 
     def clone_layer(layer):
         if isinstance(layer, WSConv2D):
             return _plain_conv(layer)
-        return layer.__class__.from_config(layer.get_config())
+        config = layer.get_config()
+        if isinstance(layer, ScaledActivation):
+            config["fuse"] = False  # plain ops: exporters (tf2onnx) reject XLA function calls
+        return layer.__class__.from_config(config)
 
     def call_layer(layer, *args, **kwargs):
         if isinstance(layer, INFERENCE_IDENTITIES):

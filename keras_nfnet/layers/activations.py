@@ -13,6 +13,7 @@ from collections.abc import Callable
 import keras
 from keras import ops
 
+from keras_nfnet.layers.fusion import fused
 from keras_nfnet.layers.registry import register
 
 # nfnet_reference.md §5: DeepMind's `base.nonlinearities`, copied verbatim. "identity" has none.
@@ -80,9 +81,15 @@ def check_activation(activation: str) -> str:
 
 
 def scaled_activation(
-    x, activation: str = "gelu", gelu_approximate: bool = True, scale: float = 1.0
+    x,
+    activation: str = "gelu",
+    gelu_approximate: bool = True,
+    scale: float = 1.0,
+    fuse: bool = True,
 ):
     """Apply ``g(x) * gamma * scale`` for a named activation of §5 (one multiply).
+
+    On the TF backend the chain runs as one fused kernel (`keras_nfnet.layers.fusion`).
 
     Args:
         x: tensor.
@@ -90,6 +97,8 @@ def scaled_activation(
         gelu_approximate: GELU form. ``True`` is the tanh approximation the DeepMind weights were
             trained with; ``False`` is the exact erf form timm's ``dm_nfnet_*`` models run.
         scale: a constant folded into gamma (an NF block's beta); ignored for ``"identity"``.
+        fuse: run as one fused kernel on the TF backend (`keras_nfnet.layers.fusion`); ``False``
+            emits plain TF ops (what exporters such as tf2onnx need).
 
     Example:
     >>> import numpy as np
@@ -100,11 +109,18 @@ def scaled_activation(
     check_activation(activation)
     if activation == "identity":
         return x if scale == 1.0 else x * scale
+    gain = GAMMAS[activation] * scale
+    if not fuse:
+        return _scaled(x, activation, gelu_approximate, gain)
+    return fused(_scaled, activation=activation, approximate=gelu_approximate, gain=gain)(x)
+
+
+def _scaled(x, activation: str, approximate: bool, gain: float):
     if activation == "gelu":
-        y = _gelu_tanh(x) if gelu_approximate else ops.gelu(x, approximate=False)
+        y = _gelu_tanh(x) if approximate else ops.gelu(x, approximate=False)
     else:
         y = _NONLINEARITIES[activation](x)
-    return y * (GAMMAS[activation] * scale)
+    return y * gain
 
 
 @register
@@ -119,6 +135,9 @@ class ScaledActivation(keras.layers.Layer):
         scale: constant multiplied after the activation (the block's beta), default 1.
         gelu_approximate: ``True`` for tanh GELU (DeepMind numerics), ``False`` for exact GELU
             (timm numerics).
+        fuse: ``True`` (default) runs the activation as one fused kernel with a recomputing
+            gradient on the TF backend; `keras_nfnet.export.fold_weight_standardization` sets
+            ``False`` so exported graphs hold plain ops.
 
     Example:
     >>> import numpy as np
@@ -132,15 +151,19 @@ class ScaledActivation(keras.layers.Layer):
         activation: str = "gelu",
         scale: float = 1.0,
         gelu_approximate: bool = True,
+        fuse: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.activation = check_activation(activation)
         self.scale = float(scale)
         self.gelu_approximate = bool(gelu_approximate)
+        self.fuse = bool(fuse)
 
     def call(self, inputs):
-        return scaled_activation(inputs, self.activation, self.gelu_approximate, self.scale)
+        return scaled_activation(
+            inputs, self.activation, self.gelu_approximate, self.scale, self.fuse
+        )
 
     def compute_output_shape(self, input_shape):
         if self.activation == "glu":
@@ -153,5 +176,6 @@ class ScaledActivation(keras.layers.Layer):
             activation=self.activation,
             scale=self.scale,
             gelu_approximate=self.gelu_approximate,
+            fuse=self.fuse,
         )
         return config

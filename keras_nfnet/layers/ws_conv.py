@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from keras_nfnet.layers.conv_ops import conv2d
+from keras_nfnet.layers.fusion import fused_weight
 from keras_nfnet.layers.registry import register
 
 STANDARDIZATIONS = ("deepmind", "timm")
@@ -168,7 +169,12 @@ class WSConv2D(keras.layers.Conv2D):
         return standardize_kernel(self.kernel, self.gain, self.standardization)
 
     def convolution_op(self, inputs, kernel):
-        w_hat = standardize_kernel(kernel, self.gain, self.standardization)
+        # On TF the standardization is one fused kernel, recomputed in the backward pass
+        # rather than kept (fusion.py): the step keeps no standardized copy of the weights.
+        ws_conv = fused_weight(self._conv, standardize_kernel, standardization=self.standardization)
+        return ws_conv(inputs, kernel, self.gain)
+
+    def _conv(self, inputs, w_hat):
         return conv2d(
             inputs,
             ops.cast(w_hat, inputs.dtype),

@@ -1,0 +1,170 @@
+"""Elementwise chains run as one kernel, with gradients that keep only the chain's inputs.
+
+Two chains of small ops run once per layer and per step in an NFNet: the tanh GELU
+(``x * sigmoid(x (c1 + c3 x^2)) * gamma``, ~6 ops on an activation-sized tensor) and Scaled
+Weight Standardization (mean, variance and normalization of a kernel-sized tensor, ~7 ops).
+TensorFlow runs each op as its own kernel on CPU, reading and writing the whole tensor each time,
+and its autodiff keeps every intermediate alive until the backward pass (an F0 training step at
+batch 8 retained ~4 activation-sized tensors per GELU). `fused` changes how such a chain runs,
+never what it computes:
+
+========================  ======================================================================
+backend                   path
+========================  ======================================================================
+TensorFlow, any device    the chain is one ``tf.function(jit_compile=True)`` (XLA fuses it into a
+                          single loop: one read, one write), and its gradient is a second XLA
+                          function that recomputes the chain under a tape from the saved inputs,
+                          so nothing else is kept for the backward pass (``tf.custom_gradient``).
+                          The GELU alone measured 2.9x faster (4.7 M values), and the F0 training
+                          step at batch 8 used ~470 MB less memory. XLA is what TensorFlow
+                          documents for fusing elementwise ops on CPU, GPU and TPU.
+JAX                       the function itself: ``jax.jit`` already compiles the whole step with
+                          XLA, which fuses these chains.
+torch                     the function itself (eager; the GELU uses torch's fused kernel).
+========================  ======================================================================
+
+``KERAS_NFNET_FUSION=0`` in the environment, or ``set_fusion(False)``, turns fusion off (the
+reference path); tests/test_fast_paths.py checks both paths give the same outputs and gradients.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Hashable
+
+import keras
+
+_enabled = os.environ.get("KERAS_NFNET_FUSION", "1").strip().lower() not in ("0", "false", "no")
+_cache: dict[tuple, Callable] = {}
+
+
+def set_fusion(enabled: bool) -> None:
+    """Turn fused chains on (default) or off; takes effect for layers called afterwards.
+
+    Models already traced into a ``tf.function`` (e.g. by ``fit``) keep the path they traced.
+
+    Example:
+    >>> set_fusion(False); fusion_enabled()
+    False
+    >>> set_fusion(True); fusion_enabled()
+    True
+    """
+    global _enabled
+    _enabled = bool(enabled)
+
+
+def fusion_enabled() -> bool:
+    """Whether `fused` chains are on (``KERAS_NFNET_FUSION``, `set_fusion`)."""
+    return _enabled
+
+
+def fused(fn: Callable, **static: Hashable) -> Callable:
+    """Return ``lambda *tensors: fn(*tensors, **static)``, run as one fused kernel on TF.
+
+    ``fn`` must be a pure function of its tensor arguments (keras.ops or backend ops) and of the
+    hashable constants in ``static``. On the TF backend with fusion on, the result runs under XLA
+    and its gradient recomputes ``fn`` from the inputs (see the module docstring); elsewhere it
+    calls ``fn`` directly. Outputs are equal to ``fn``'s to float rounding.
+
+    Example:
+    >>> import numpy as np
+    >>> from keras import ops
+    >>> cube_plus = fused(lambda x, c: x * x * x + c, c=1.0)
+    >>> float(np.asarray(cube_plus(np.array(2.0, "float32"))))
+    9.0
+    """
+    if not _enabled or keras.backend.backend() != "tensorflow":
+        return lambda *tensors: fn(*tensors, **static)
+    return lambda *tensors: _tf_call(fn, static, tensors)
+
+
+def fused_weight(op: Callable, weight_fn: Callable, **static: Hashable) -> Callable:
+    """Return ``lambda x, *params: op(x, weight_fn(*params, **static))`` with a fused weight.
+
+    For a layer whose weight is computed from its variables (a WS convolution: ``op`` is the
+    convolution, ``weight_fn`` the standardization). On TF with fusion on, ``weight_fn`` runs as
+    a `fused` kernel and the weight is not kept for the backward pass: the gradient recomputes
+    it from ``params`` (one more fused kernel) and differentiates ``op`` from ``x`` and the
+    recomputed weight. The recomputed forward ``op`` feeds nothing, so ``tf.function`` prunes it
+    (in eager mode it runs). Elsewhere this is the plain composition.
+
+    Example:
+    >>> import numpy as np
+    >>> scaled_matmul = fused_weight(lambda x, w: x @ w, lambda w, c: w * c, c=2.0)
+    >>> y = scaled_matmul(np.ones((1, 2), "float32"), np.ones((2, 1), "float32"))
+    >>> float(np.asarray(y)[0, 0])
+    4.0
+    """
+    weight = fused(weight_fn, **static)
+    if not _enabled or keras.backend.backend() != "tensorflow":
+        return lambda x, *params: op(x, weight(*params))
+    return lambda x, *params: _tf_weight_call(op, weight, x, params)
+
+
+def _tf_weight_call(op: Callable, weight: Callable, x, params: tuple):
+    import tensorflow as tf
+
+    params = tuple(tf.convert_to_tensor(p) for p in params)
+
+    @tf.custom_gradient
+    def call(x, *params):
+        def grad(upstream):
+            # Recompute when the upstream gradient exists: the weight depends on variables
+            # only, and TF's executor would otherwise compute it at the start of the step.
+            with tf.control_dependencies([upstream]):
+                inputs = (x, *(tf.identity(p) for p in params))
+            with tf.GradientTape() as tape:
+                tape.watch(inputs)
+                y = op(inputs[0], weight(*inputs[1:]))
+            return tape.gradient(
+                y, inputs, upstream, unconnected_gradients=tf.UnconnectedGradients.ZERO
+            )
+
+        return op(x, weight(*params)), grad
+
+    return call(tf.convert_to_tensor(x), *params)
+
+
+def _tf_call(fn: Callable, static: dict, tensors: tuple):
+    import tensorflow as tf
+
+    # Variables are read here, outside the custom gradient: it then sees plain tensors, and the
+    # tape carries their gradients on to the variables.
+    tensors = tuple(tf.convert_to_tensor(t) for t in tensors)
+    # One traced function per fn, constants and input signature: each is traced once, and the
+    # functions see static shapes (a kernel's fan-in is a Python int).
+    signature = tuple((tuple(t.shape), t.dtype.name) for t in tensors)
+    key = (fn, tuple(sorted(static.items())), signature)
+    if key not in _cache:
+        _cache[key] = _tf_fused(lambda *inputs: fn(*inputs, **static))
+    return _cache[key](*tensors)
+
+
+def _tf_fused(fn: Callable) -> Callable:
+    import tensorflow as tf
+
+    options = {"jit_compile": True, "autograph": False}
+    forward = tf.function(fn, **options)
+
+    def backward_fn(inputs, upstream):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            outputs = fn(*inputs)
+        return tape.gradient(
+            outputs, inputs, upstream, unconnected_gradients=tf.UnconnectedGradients.ZERO
+        )
+
+    backward = tf.function(backward_fn, **options)
+    for function in (forward, backward):
+        # Each is traced once, for its own input signature (`_tf_call`); TF's "frequent
+        # retracing" warning counts traces of the same Python code across all of them.
+        function._omit_frequent_tracing_warning = True
+
+    @tf.custom_gradient
+    def call(*inputs):
+        def grad(upstream):
+            return backward(inputs, upstream)
+
+        return forward(*inputs), grad
+
+    return call
