@@ -27,6 +27,9 @@ CONV_CASES = [
     (8, 12, 4, 3, 2, "same", 9),
     (6, 6, 3, 3, 1, "valid", 7),
     (6, 10, 1, 3, 2, "same", 8),
+    (8, 12, 1, 1, 1, "same", 7),  # pointwise: TF on CPU runs it as a matmul
+    (8, 12, 1, 1, 2, "same", 8),  # 1x1 with stride: a real convolution
+    (8, 12, 4, 1, 1, "valid", 5),  # grouped 1x1: a real (grouped) convolution
 ]
 TOLERANCE = 1e-5  # relative to the largest magnitude of each compared array
 # Whole-model checks: XLA reorders the fused reductions and evaluates the sigmoid differently, and
@@ -220,6 +223,22 @@ def test_tf_fused_chains_are_xla_functions_and_fusion_can_be_turned_off():
     # GELU forward and backward, WS forward, WS recomputed and its backward in the gradient.
     assert _xla_calls(True) >= 4
     assert _xla_calls(False) == 0
+
+
+def test_tf_pointwise_conv_is_a_matmul_on_cpu():
+    import tensorflow as tf
+
+    from keras_nfnet.layers.conv_ops import conv2d
+
+    graph = (
+        tf.function(conv2d)
+        .get_concrete_function(
+            tf.TensorSpec((None, 6, 6, 8), tf.float32), tf.TensorSpec((1, 1, 8, 4), tf.float32)
+        )
+        .graph
+    )
+    op_types = {op.type for op in graph.get_operations()}
+    assert "MatMul" in op_types and "Conv2D" not in op_types, op_types
 
 
 def _run_backend(backend: str, tiny_variant) -> str:
