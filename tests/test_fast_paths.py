@@ -79,7 +79,8 @@ def _assert_close(actual, expected, what: str, tolerance: float = TOLERANCE) -> 
 
 
 def check_convs() -> None:
-    """`conv2d` equals `reference_conv2d` (forward and both gradients) on every CONV_CASE."""
+    """`conv2d` equals `reference_conv2d` (forward and the three gradients) on every CONV_CASE,
+    with a bias (which TF's paths fuse into the convolution or matmul)."""
     from keras import ops
 
     from keras_nfnet.layers.conv_ops import conv2d, reference_conv2d
@@ -88,21 +89,23 @@ def check_convs() -> None:
     for in_ch, filters, groups, k, stride, padding, size in CONV_CASES:
         x = rng.normal(size=(2, size, size, in_ch)).astype("float32")
         w = rng.normal(size=(k, k, in_ch // groups, filters)).astype("float32")
+        b = rng.normal(size=(filters,)).astype("float32")
         probe = rng.normal(size=(1, 1, 1, filters)).astype("float32")
         results = []
         for conv in (conv2d, reference_conv2d):
 
-            def loss(x_, w_, conv=conv, strides=(stride, stride), padding=padding, probe=probe):
-                y = conv(x_, w_, strides=strides, padding=padding)
+            def loss(x_, w_, b_, conv=conv, strides=(stride, stride), padding=padding, probe=probe):
+                y = conv(x_, w_, strides=strides, padding=padding, bias=b_)
                 return ops.sum(ops.tanh(y) * ops.convert_to_tensor(probe)), y
 
-            results.append(_grads(loss, [x, w]))
+            results.append(_grads(loss, [x, w, b]))
         case = f"conv {in_ch}->{filters} groups={groups} k={k} s={stride} {padding} {size}px"
         (v_fast, y_fast, g_fast), (v_ref, y_ref, g_ref) = results
         _assert_close(y_fast, y_ref, f"{case} output")
         _assert_close(v_fast, v_ref, f"{case} loss")
         _assert_close(g_fast[0], g_ref[0], f"{case} d/dx")
         _assert_close(g_fast[1], g_ref[1], f"{case} d/dkernel")
+        _assert_close(g_fast[2], g_ref[2], f"{case} d/dbias")
 
 
 def _tiny_model(variant, numerics: str):
@@ -114,9 +117,12 @@ def _tiny_model(variant, numerics: str):
     model = NFNet(
         variant, input_shape=(32, 32, 3), classes=10, classifier_activation=None, numerics=numerics
     )
+    rng = np.random.default_rng(3)
     for layer in model.layers:  # skip gains start at zero; make the residual branches count
         if layer.name.endswith("skip_gain"):
             layer.set_weights([np.array(0.5, "float32")])
+        elif hasattr(layer, "bias") and layer.bias is not None:  # biases start at zero too
+            layer.bias.assign(rng.normal(0.0, 0.1, size=layer.bias.shape).astype("float32"))
     return model
 
 

@@ -45,10 +45,11 @@ from keras import ops
 from keras_nfnet.layers.registry import register
 
 
-def conv2d(inputs, kernel, strides=(1, 1), padding="same", dilation_rate=(1, 1)):
+def conv2d(inputs, kernel, strides=(1, 1), padding="same", dilation_rate=(1, 1), bias=None):
     """NHWC 2-D convolution; ``kernel`` is HWIO with ``I = in_channels / groups``.
 
     The number of groups is ``in_channels // kernel.shape[2]``, as in ``keras.ops.conv``.
+    ``bias`` (per output channel), if given, is added in a form TF fuses into the convolution.
 
     Example:
     >>> import numpy as np
@@ -63,23 +64,29 @@ def conv2d(inputs, kernel, strides=(1, 1), padding="same", dilation_rate=(1, 1))
         import tensorflow as tf
 
         if _is_pointwise(inputs, kernel, strides) and _tf_cpu_only():
-            return _pointwise_matmul(inputs, kernel)
-        return tf.nn.conv2d(
+            return _pointwise_matmul(inputs, kernel, bias)
+        outputs = tf.nn.conv2d(
             inputs,
             kernel,
             strides=(1, *strides, 1),
             padding=padding.upper(),
             dilations=(1, *dilation_rate, 1),
         )
+        return outputs if bias is None else tf.nn.bias_add(outputs, bias)
     groups = inputs.shape[-1] // kernel.shape[2]
     if backend == "jax" and groups > 1 and _jax_on_cpu():
-        return _split_grouped_conv(inputs, kernel, groups, strides, padding, dilation_rate)
-    return _keras_conv(inputs, kernel, strides, padding, dilation_rate)
+        outputs = _split_grouped_conv(inputs, kernel, groups, strides, padding, dilation_rate)
+    else:
+        outputs = _keras_conv(inputs, kernel, strides, padding, dilation_rate)
+    return outputs if bias is None else outputs + bias
 
 
-def reference_conv2d(inputs, kernel, strides=(1, 1), padding="same", dilation_rate=(1, 1)):
-    """Keras' own ``ops.conv``: the reference every fast path of `conv2d` must reproduce."""
-    return _keras_conv(inputs, kernel, strides, padding, dilation_rate)
+def reference_conv2d(
+    inputs, kernel, strides=(1, 1), padding="same", dilation_rate=(1, 1), bias=None
+):
+    """Keras' own ``ops.conv`` (plus ``bias``): what every fast path of `conv2d` must reproduce."""
+    outputs = _keras_conv(inputs, kernel, strides, padding, dilation_rate)
+    return outputs if bias is None else outputs + bias
 
 
 def _keras_conv(inputs, kernel, strides, padding, dilation_rate):
@@ -107,14 +114,17 @@ def _tf_cpu_only() -> bool:
     return not tf.config.list_logical_devices("GPU") and not tf.config.list_logical_devices("TPU")
 
 
-def _pointwise_matmul(inputs, kernel):
+def _pointwise_matmul(inputs, kernel, bias=None):
     # A 1x1, stride-1, ungrouped convolution is a matmul over the pixels (padding and dilation
     # do not matter for a 1x1 kernel); the kernel's in-channels equal the input's, so no groups.
+    # The bias is added before the reshape, where oneDNN fuses it into the matmul.
     import tensorflow as tf
 
     shape = tf.shape(inputs)
     flat = tf.reshape(inputs, (-1, inputs.shape[-1]))
     out = tf.matmul(flat, tf.reshape(kernel, kernel.shape[2:]))
+    if bias is not None:
+        out = tf.nn.bias_add(out, bias)
     return tf.reshape(out, tf.concat([shape[:-1], [kernel.shape[-1]]], axis=0))
 
 

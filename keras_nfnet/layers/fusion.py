@@ -17,9 +17,11 @@ TensorFlow, any device    the chain is one ``tf.function(jit_compile=True)`` (XL
                           so nothing else is kept for the backward pass (``tf.custom_gradient``).
                           The GELU alone measured 2.9x faster (4.7 M values); with both chains
                           fused the F0 training process at batch 8 peaked at ~3.2 GB instead of
-                          ~3.9 GB (`fused_weight` and AGCModel's update ordering took it to
-                          ~2.9 GB). XLA is what TensorFlow documents for fusing elementwise ops
-                          on CPU, GPU and TPU (not measured here on GPU/TPU).
+                          ~3.9 GB; `fused_weight` (the convolution recomputes its standardized
+                          kernel and its activated input in the backward pass) and AGCModel's
+                          update ordering took it to ~2.65 GB. XLA is what TensorFlow documents
+                          for fusing elementwise ops on CPU, GPU and TPU (not measured here on
+                          GPU/TPU).
 JAX                       the function itself: ``jax.jit`` already compiles the whole step with
                           XLA, which fuses these chains.
 torch                     the function itself (eager; the GELU uses torch's fused kernel).
@@ -81,14 +83,16 @@ def fused(fn: Callable, **static: Hashable) -> Callable:
 
 
 def fused_weight(op: Callable, weight_fn: Callable, **static: Hashable) -> Callable:
-    """Return ``lambda x, *params: op(x, weight_fn(*params, **static))`` with a fused weight.
+    """Return ``f(x, *params, extra=()) = op(x, weight_fn(*params, **static), *extra)``.
 
     For a layer whose weight is computed from its variables (a WS convolution: ``op`` is the
-    convolution, ``weight_fn`` the standardization). On TF with fusion on, ``weight_fn`` runs as
-    a `fused` kernel and the weight is not kept for the backward pass: the gradient recomputes
-    it from ``params`` (one more fused kernel) and differentiates ``op`` from ``x`` and the
-    recomputed weight. The recomputed forward ``op`` feeds nothing, so ``tf.function`` prunes it
-    (in eager mode it runs). Elsewhere this is the plain composition.
+    convolution with its bias in ``extra``, ``weight_fn`` the standardization). On TF with fusion
+    on, ``weight_fn`` runs as a `fused` kernel and the weight is not kept for the backward pass:
+    the gradient recomputes it from ``params`` (one more fused kernel) and differentiates ``op``
+    from ``x``, ``extra`` and the recomputed weight. The recomputed forward ``op`` feeds nothing,
+    so ``tf.function`` prunes it (in eager mode it runs). If ``x`` came out of a `fused` chain in
+    the same traced graph (an activation), the gradient recomputes ``x`` too, from that chain's
+    inputs, so ``x`` itself is not kept either. Elsewhere this is the plain composition.
 
     Example:
     >>> import numpy as np
@@ -99,32 +103,57 @@ def fused_weight(op: Callable, weight_fn: Callable, **static: Hashable) -> Calla
     """
     weight = fused(weight_fn, **static)
     if not _enabled or keras.backend.backend() != "tensorflow":
-        return lambda x, *params: op(x, weight(*params))
-    return lambda x, *params: _tf_weight_call(op, weight, x, params)
+        return lambda x, *params, extra=(): op(x, weight(*params), *extra)
+    return lambda x, *params, extra=(): _tf_weight_call(op, weight, x, params, tuple(extra))
 
 
-def _tf_weight_call(op: Callable, weight: Callable, x, params: tuple):
+def _tf_weight_call(op: Callable, weight: Callable, x, params: tuple, extra: tuple):
     import tensorflow as tf
 
+    x = tf.convert_to_tensor(x)
     params = tuple(tf.convert_to_tensor(p) for p in params)
+    extra = tuple(tf.convert_to_tensor(e) for e in extra)
+    recipe = _recipe(x)
+    n = len(params)
 
     @tf.custom_gradient
-    def call(x, *params):
+    def call(x, *rest):
         def grad(upstream):
             # Recompute when the upstream gradient exists: the weight depends on variables
             # only, and TF's executor would otherwise compute it at the start of the step.
             with tf.control_dependencies([upstream]):
-                inputs = (x, *(tf.identity(p) for p in params))
+                rest_ = tuple(tf.identity(t) for t in rest)
+                # An input made by a fused chain is recomputed from that chain's inputs, which
+                # its own gradient keeps anyway; then ``x`` need not be kept for this gradient.
+                x_ = x if recipe is None else recipe[0](*(tf.identity(t) for t in recipe[1]))
+            inputs = (x_, *rest_)
             with tf.GradientTape() as tape:
                 tape.watch(inputs)
-                y = op(inputs[0], weight(*inputs[1:]))
+                y = op(x_, weight(*rest_[:n]), *rest_[n:])
             return tape.gradient(
                 y, inputs, upstream, unconnected_gradients=tf.UnconnectedGradients.ZERO
             )
 
-        return op(x, weight(*params)), grad
+        return op(x, weight(*rest[:n]), *rest[n:]), grad
 
-    return call(tf.convert_to_tensor(x), *params)
+    return call(x, *params, *extra)
+
+
+def _remember(output, forward: Callable, inputs: tuple) -> None:
+    """Note on a traced tensor that ``output == forward(*inputs)`` (read by `_recipe`).
+
+    Only in a traced graph, where the note lives exactly as long as the graph's tensors; eager
+    tensors are values and get none.
+    """
+    import tensorflow as tf
+
+    if tf.inside_function():
+        output._keras_nfnet_recipe = (forward, inputs)
+
+
+def _recipe(tensor):
+    """``(forward, inputs)`` if ``tensor`` came out of a fused chain in this graph, else None."""
+    return getattr(tensor, "_keras_nfnet_recipe", None)
 
 
 def _tf_call(fn: Callable, static: dict, tensors: tuple):
@@ -139,7 +168,10 @@ def _tf_call(fn: Callable, static: dict, tensors: tuple):
     key = (fn, tuple(sorted(static.items())), signature)
     if key not in _cache:
         _cache[key] = _tf_fused(lambda *inputs: fn(*inputs, **static))
-    return _cache[key](*tensors)
+    fused_fn = _cache[key]
+    output = fused_fn(*tensors)
+    _remember(output, fused_fn.forward, tensors)
+    return output
 
 
 def _tf_fused(fn: Callable) -> Callable:
@@ -169,4 +201,5 @@ def _tf_fused(fn: Callable) -> Callable:
 
         return forward(*inputs), grad
 
+    call.forward = forward  # the value alone, for recomputation (`_remember`)
     return call

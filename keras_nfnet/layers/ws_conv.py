@@ -168,19 +168,33 @@ class WSConv2D(keras.layers.Conv2D):
         """The kernel the convolution uses, in float32 (for export and inspection)."""
         return standardize_kernel(self.kernel, self.gain, self.standardization)
 
-    def convolution_op(self, inputs, kernel):
-        # On TF the standardization is one fused kernel, recomputed in the backward pass
-        # rather than kept (fusion.py): the step keeps no standardized copy of the weights.
+    def call(self, inputs):
+        # As keras' BaseConv.call, with the bias added inside the convolution op so that it
+        # fuses with it (oneDNN conv/matmul + bias), and the standardization one fused kernel
+        # on TF that the backward pass recomputes rather than keeps (fusion.py).
         ws_conv = fused_weight(self._conv, standardize_kernel, standardization=self.standardization)
-        return ws_conv(inputs, kernel, self.gain)
+        outputs = ws_conv(inputs, self.kernel, self.gain, extra=(self.bias,))
+        return outputs if self.activation is None else self.activation(outputs)
 
-    def _conv(self, inputs, w_hat):
+    def convolution_op(self, inputs, kernel):
+        """The convolution with the standardized ``kernel``, without the bias."""
+        w_hat = standardize_kernel(kernel, self.gain, self.standardization)
         return conv2d(
             inputs,
             ops.cast(w_hat, inputs.dtype),
             strides=self.strides,
             padding=self.padding,
             dilation_rate=self.dilation_rate,
+        )
+
+    def _conv(self, inputs, w_hat, bias):
+        return conv2d(
+            inputs,
+            ops.cast(w_hat, inputs.dtype),
+            strides=self.strides,
+            padding=self.padding,
+            dilation_rate=self.dilation_rate,
+            bias=ops.cast(bias, inputs.dtype),
         )
 
     def get_config(self):
