@@ -177,24 +177,17 @@ class WSConv2D(keras.layers.Conv2D):
         return outputs if self.activation is None else self.activation(outputs)
 
     def convolution_op(self, inputs, kernel):
-        """The convolution with the standardized ``kernel``, without the bias."""
-        w_hat = standardize_kernel(kernel, self.gain, self.standardization)
-        return conv2d(
-            inputs,
-            ops.cast(w_hat, inputs.dtype),
-            strides=self.strides,
-            padding=self.padding,
-            dilation_rate=self.dilation_rate,
-        )
+        """The convolution with the standardized ``kernel``, without the bias (unfused)."""
+        return self._conv(inputs, standardize_kernel(kernel, self.gain, self.standardization))
 
-    def _conv(self, inputs, w_hat, bias):
+    def _conv(self, inputs, w_hat, bias=None):
         return conv2d(
             inputs,
             ops.cast(w_hat, inputs.dtype),
             strides=self.strides,
             padding=self.padding,
             dilation_rate=self.dilation_rate,
-            bias=ops.cast(bias, inputs.dtype),
+            bias=None if bias is None else ops.cast(bias, inputs.dtype),
         )
 
     def get_config(self):
