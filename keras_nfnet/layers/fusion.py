@@ -72,7 +72,6 @@ def fused(fn: Callable, **static: Hashable) -> Callable:
 
     Example:
     >>> import numpy as np
-    >>> from keras import ops
     >>> cube_plus = fused(lambda x, c: x * x * x + c, c=1.0)
     >>> float(np.asarray(cube_plus(np.array(2.0, "float32"))))
     9.0
