@@ -268,13 +268,7 @@ class AGCModel(keras.Model):
         grads = [
             None if g is None else tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)
         ]
-        # The update starts once the whole backward pass is done, as in PyTorch. Otherwise TF's
-        # executor runs the optimizer's variable-only ops (e.g. SGD's ``momentum * m``) at the
-        # start of the step and keeps their outputs alive through the forward and backward
-        # passes (F0, batch 8: ~330 MB more at the peak; bench/bench_nfnet.py).
-        backward_done = tf.group(*[g for g in grads if g is not None])  # one control edge each
-        with tf.control_dependencies([backward_done]):
-            fraction = self._tf_update(grads, variables, optimizer, num_replicas)
+        fraction = self._tf_update(grads, variables, optimizer, num_replicas)
         return self._tf_logs(x, y, y_pred, sample_weight, fraction, strategy)
 
     def _tf_update(self, grads, variables, optimizer, num_replicas):
@@ -298,10 +292,17 @@ class AGCModel(keras.Model):
         if num_replicas > 1:
             # §13.5 step 5: the optimizer SUM-reduces the N identical copies once more.
             grads = [None if g is None else g / num_replicas for g in grads]
-        if lso is None:
-            optimizer.apply_gradients(zip(grads, variables))
-        else:
-            _tf_loss_scale_apply(lso, grads, variables, finite)
+        # The optimizer starts once every gradient is clipped, as in PyTorch (AGC itself runs
+        # per variable, overlapping the backward pass). Otherwise TF's executor runs the
+        # optimizer's variable-only ops (e.g. SGD's ``momentum * m``) at the start of the step
+        # and keeps their outputs alive through the forward and backward passes (F0, batch 8:
+        # ~330 MB more at the peak; bench/bench_nfnet.py).
+        all_clipped = tf.group(*[g for g in grads if g is not None])  # one control edge each
+        with tf.control_dependencies([all_clipped]):
+            if lso is None:
+                optimizer.apply_gradients(zip(grads, variables))
+            else:
+                _tf_loss_scale_apply(lso, grads, variables, finite)
         return fraction
 
     def _tf_logs(self, x, y, y_pred, sample_weight, fraction, strategy):
