@@ -39,6 +39,8 @@ gradients of each fast path against ``keras.ops.conv`` on every backend.
 
 from __future__ import annotations
 
+import functools
+
 import keras
 from keras import ops
 
@@ -108,6 +110,7 @@ def _is_pointwise(inputs, kernel, strides) -> bool:
     )
 
 
+@functools.cache  # TF's device list is fixed once it is initialized; asked for every layer
 def _tf_cpu_only() -> bool:
     import tensorflow as tf
 

@@ -115,6 +115,9 @@ def _tf_weight_call(op: Callable, weight: Callable, x, params: tuple, extra: tup
     recipe = _recipe(x)
     n = len(params)
 
+    def apply(x, *rest):
+        return op(x, weight(*rest[:n]), *rest[n:])
+
     @tf.custom_gradient
     def call(x, *rest):
         def grad(upstream):
@@ -125,15 +128,9 @@ def _tf_weight_call(op: Callable, weight: Callable, x, params: tuple, extra: tup
                 # An input made by a fused chain is recomputed from that chain's inputs, which
                 # its own gradient keeps anyway; then ``x`` need not be kept for this gradient.
                 x_ = x if recipe is None else recipe[0](*(tf.identity(t) for t in recipe[1]))
-            inputs = (x_, *rest_)
-            with tf.GradientTape() as tape:
-                tape.watch(inputs)
-                y = op(x_, weight(*rest_[:n]), *rest_[n:])
-            return tape.gradient(
-                y, inputs, upstream, unconnected_gradients=tf.UnconnectedGradients.ZERO
-            )
+            return _vjp(apply, (x_, *rest_), upstream)
 
-        return op(x, weight(*rest[:n]), *rest[n:]), grad
+        return apply(x, *rest), grad
 
     return call(x, *params, *extra)
 
@@ -178,16 +175,7 @@ def _tf_fused(fn: Callable) -> Callable:
 
     options = {"jit_compile": True, "autograph": False}
     forward = tf.function(fn, **options)
-
-    def backward_fn(inputs, upstream):
-        with tf.GradientTape() as tape:
-            tape.watch(inputs)
-            outputs = fn(*inputs)
-        return tape.gradient(
-            outputs, inputs, upstream, unconnected_gradients=tf.UnconnectedGradients.ZERO
-        )
-
-    backward = tf.function(backward_fn, **options)
+    backward = tf.function(lambda inputs, upstream: _vjp(fn, inputs, upstream), **options)
     for function in (forward, backward):
         # Each is traced once, for its own input signature (`_tf_call`); TF's "frequent
         # retracing" warning counts traces of the same Python code across all of them.
@@ -202,3 +190,16 @@ def _tf_fused(fn: Callable) -> Callable:
 
     call.forward = forward  # the value alone, for recomputation (`_remember`)
     return call
+
+
+def _vjp(fn: Callable, inputs: tuple, upstream):
+    """Gradients of ``fn(*inputs)`` w.r.t. every input, given the upstream gradient (zeros for
+    inputs the output does not depend on)."""
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        outputs = fn(*inputs)
+    return tape.gradient(
+        outputs, inputs, upstream, unconnected_gradients=tf.UnconnectedGradients.ZERO
+    )
