@@ -21,6 +21,8 @@ before the cross-replica reduction, so it clips per replica (§13.5); do not com
 
 from __future__ import annotations
 
+import threading
+import types
 import warnings
 
 import keras
@@ -292,13 +294,13 @@ class AGCModel(keras.Model):
         if num_replicas > 1:
             # §13.5 step 5: the optimizer SUM-reduces the N identical copies once more.
             grads = [None if g is None else g / num_replicas for g in grads]
-        # The optimizer starts once every gradient is clipped, as in PyTorch (AGC itself runs
-        # per variable, overlapping the backward pass). Otherwise TF's executor runs the
-        # optimizer's variable-only ops (e.g. SGD's ``momentum * m``) at the start of the step
-        # and keeps their outputs alive through the forward and backward passes (F0, batch 8:
-        # ~330 MB more at the peak; bench/bench_nfnet.py).
-        all_clipped = tf.group(*[g for g in grads if g is not None])  # one control edge each
-        with tf.control_dependencies([all_clipped]):
+        inner = getattr(optimizer, "inner_optimizer", optimizer)
+        _gate_updates(inner)
+        # Decoupled weight decay runs for every variable before the first ``update_step``: with
+        # it the whole update waits for every gradient.
+        present = [g for g in grads if g is not None]
+        barrier = [tf.group(*present)] if inner.weight_decay else []
+        with tf.control_dependencies(barrier):
             if lso is None:
                 optimizer.apply_gradients(zip(grads, variables))
             else:
@@ -426,6 +428,47 @@ def _stateful_loss_scale_apply(lso, grads, variables, finite=None):
 
     finite = lso.check_finite(grads) if finite is None else finite
     ops.cond(finite, apply_finite, lambda: _shrink(lso))
+
+
+_GATING_LOCK = threading.Lock()
+
+
+def _gate_updates(optimizer) -> None:
+    """Make each variable's TF update wait for its own (clipped) gradient; once per optimizer.
+
+    Without it TF's executor runs the optimizer's variable-only ops (e.g. SGD's ``momentum * m``)
+    at the start of the step and keeps their outputs alive through the forward and backward
+    passes. Gating each ``update_step`` on its gradient, rather than the whole update on every
+    gradient, lets a gradient be freed once its variable is updated, while the backward pass is
+    still running. Outside any ``tf.distribute`` strategy there is one replica, so the
+    optimizer's all-reduce of the gradients (a single op over all of them, which would hold every
+    update until the last gradient) is skipped: the sum over one replica is the gradient itself.
+    A control dependency on a tensor the update reads changes no value. MirroredStrategy may
+    trace replicas in parallel threads, hence the lock.
+    """
+    with _GATING_LOCK:
+        if getattr(optimizer, "_keras_nfnet_gated", False):
+            return
+        # Bound methods, so `copy.deepcopy(optimizer)` rebinds them to the copy.
+        optimizer.update_step = types.MethodType(_gated_update_step, optimizer)
+        if hasattr(optimizer, "_all_reduce_sum_gradients"):
+            optimizer._all_reduce_sum_gradients = types.MethodType(_replica_sum, optimizer)
+        optimizer._keras_nfnet_gated = True
+
+
+def _gated_update_step(self, gradient, variable, learning_rate):
+    import tensorflow as tf
+
+    with tf.control_dependencies([gradient]):
+        return type(self).update_step(self, gradient, variable, learning_rate)
+
+
+def _replica_sum(self, grads_and_vars):
+    import tensorflow as tf
+
+    if not tf.distribute.has_strategy():
+        return grads_and_vars
+    return type(self)._all_reduce_sum_gradients(self, grads_and_vars)
 
 
 def _tf_loss_scale_apply(lso, grads, variables, finite):

@@ -112,27 +112,69 @@ def _tf_weight_call(op: Callable, weight: Callable, x, params: tuple, extra: tup
     x = tf.convert_to_tensor(x)
     params = tuple(tf.convert_to_tensor(p) for p in params)
     extra = tuple(tf.convert_to_tensor(e) for e in extra)
-    recipe = _recipe(x)
     n = len(params)
 
     def apply(x, *rest):
         return op(x, weight(*rest[:n]), *rest[n:])
 
+    return _tf_recomputing_call(apply, x, params + extra)
+
+
+def recomputing(fn: Callable, x, *rest):
+    """``fn(x, *rest)``, whose gradient recomputes ``x`` instead of keeping it, where it can.
+
+    On TF with fusion on, when ``x`` was noted by `remember` (or came out of a `fused` chain) in
+    the same traced graph, the backward pass recomputes ``x`` from the inputs of its recipe,
+    which their own gradients keep anyway, and differentiates ``fn`` from there, so ``x`` is
+    freed after the forward pass. Elsewhere this is ``fn(x, *rest)``.
+
+    Example:
+    >>> import numpy as np
+    >>> float(np.asarray(recomputing(lambda x, c: x * c, np.float32(3.0), np.float32(2.0))))
+    6.0
+    """
+    import tensorflow as tf
+
+    if not _enabled or keras.backend.backend() != "tensorflow" or _recipe(x) is None:
+        return fn(x, *rest)
+    return _tf_recomputing_call(fn, x, tuple(tf.convert_to_tensor(t) for t in rest))
+
+
+def _tf_recomputing_call(fn: Callable, x, rest: tuple):
+    import tensorflow as tf
+
+    x = tf.convert_to_tensor(x)
+
     @tf.custom_gradient
-    def call(x, *rest):
+    def call(x_in, *rest_in):
         def grad(upstream):
-            # Recompute when the upstream gradient exists: the weight depends on variables
-            # only, and TF's executor would otherwise compute it at the start of the step.
+            # Recompute when the upstream gradient exists: TF's executor would otherwise run the
+            # variable-only parts (a standardized kernel) at the start of the step.
             with tf.control_dependencies([upstream]):
-                rest_ = tuple(tf.identity(t) for t in rest)
-                # An input made by a fused chain is recomputed from that chain's inputs, which
-                # its own gradient keeps anyway; then ``x`` need not be kept for this gradient.
-                x_ = x if recipe is None else recipe[0](*(tf.identity(t) for t in recipe[1]))
-            return _vjp(apply, (x_, *rest_), upstream)
+                rest_ = tuple(tf.identity(t) for t in rest_in)
+                x_ = _recompute(x) if _recipe(x) is not None else tf.identity(x_in)
+            return _vjp(fn, (x_, *rest_), upstream)
 
-        return apply(x, *rest), grad
+        return fn(x_in, *rest_in), grad
 
-    return call(x, *params, *extra)
+    return call(x, *rest)
+
+
+def remember(output, forward: Callable, *inputs):
+    """Note that ``output == forward(*inputs)``, so `recomputing` may rebuild it; returns it.
+
+    For an elementwise step whose ``inputs`` the backward pass keeps anyway (a product whose
+    gradient needs both factors). The note exists only in traced TF graphs.
+
+    Example:
+    >>> import numpy as np
+    >>> x = np.float32(2.0)
+    >>> float(np.asarray(remember(x * x, lambda a: a * a, x)))
+    4.0
+    """
+    if keras.backend.backend() == "tensorflow":
+        _remember(output, forward, inputs)
+    return output
 
 
 def _remember(output, forward: Callable, inputs: tuple) -> None:
@@ -143,13 +185,24 @@ def _remember(output, forward: Callable, inputs: tuple) -> None:
     """
     import tensorflow as tf
 
-    if tf.inside_function():
+    if tf.inside_function() and hasattr(output, "graph"):
         output._keras_nfnet_recipe = (forward, inputs)
 
 
 def _recipe(tensor):
     """``(forward, inputs)`` if ``tensor`` came out of a fused chain in this graph, else None."""
     return getattr(tensor, "_keras_nfnet_recipe", None)
+
+
+def _recompute(tensor):
+    """``tensor`` again, from the leaves of its recipes (tensors without one)."""
+    import tensorflow as tf
+
+    recipe = _recipe(tensor)
+    if recipe is None:
+        return tf.identity(tensor)
+    forward, inputs = recipe
+    return forward(*(_recompute(t) for t in inputs))
 
 
 def _tf_call(fn: Callable, static: dict, tensors: tuple):

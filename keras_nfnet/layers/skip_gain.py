@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 
+from keras_nfnet.layers.fusion import recomputing
 from keras_nfnet.layers.registry import register
 
 
@@ -38,7 +39,12 @@ class SkipGain(keras.layers.Layer):
 
     def call(self, inputs):
         shortcut, residual = inputs
-        return residual * self.skip_gain * self.alpha + shortcut
+        # The gain's gradient needs ``residual``; recompute it (SE and drop-path products) rather
+        # than keep one more activation-sized tensor per block for the backward pass.
+        return recomputing(self._scale, residual, self.skip_gain) + shortcut
+
+    def _scale(self, residual, skip_gain):
+        return residual * skip_gain * self.alpha
 
     def compute_output_shape(self, input_shape):
         return input_shape[0]

@@ -7,6 +7,7 @@ import math
 import keras
 from keras import ops
 
+from keras_nfnet.layers.fusion import remember
 from keras_nfnet.layers.registry import register
 
 
@@ -61,7 +62,9 @@ class SqueezeExcite(keras.layers.Layer):
         pooled = ops.mean(inputs, axis=tuple(range(1, len(inputs.shape) - 1)))
         gate = ops.sigmoid(self.fc1(ops.relu(self.fc0(pooled))))
         gate = ops.reshape(gate, (-1,) + (1,) * (len(inputs.shape) - 2) + (inputs.shape[-1],))
-        return inputs * (self.gate_multiplier * gate)
+        scale = self.gate_multiplier * gate
+        # Both factors are kept for this product's gradient, so a later layer may recompute it.
+        return remember(inputs * scale, ops.multiply, inputs, scale)
 
     def compute_output_shape(self, input_shape):
         return input_shape

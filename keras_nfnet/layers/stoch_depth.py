@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_nfnet.layers.fusion import remember
 from keras_nfnet.layers.registry import register
 
 
@@ -50,7 +51,9 @@ class StochDepth(keras.layers.Layer):
         batch = ops.shape(inputs)[0]
         shape = (batch,) + (1,) * (len(inputs.shape) - 1)
         uniform = keras.random.uniform(shape, seed=self.seed_generator, dtype=inputs.dtype)
-        return inputs * ops.floor(1.0 - self.rate + uniform)
+        keep = ops.floor(1.0 - self.rate + uniform)
+        # The gradient keeps ``keep`` alone; ``inputs`` may be recomputable (`remember`).
+        return remember(inputs * keep, ops.multiply, inputs, keep)
 
     def compute_output_shape(self, input_shape):
         return input_shape
