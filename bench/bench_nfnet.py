@@ -21,8 +21,19 @@ Engines:
                      (classifier kernel excluded, as DeepMind does), ``SGD.step``; drop_rate 0.2 and
                      drop_path_rate 0.25 like the Keras model.
 
+Memory: each worker reports its peak resident memory (``ru_maxrss``) and the same figure right
+after importing its framework, before any model exists, with the optional packages that import
+pulled in. ``import keras`` loads jax, scikit-learn and matplotlib when they are installed (Keras'
+integrations; about 200 MB), which the test environment has and a TF user's environment
+(``pip install -e ".[cpu]"``) does not. ``--python keras_tf=PATH`` runs an engine's worker under
+another interpreter, so each engine can run in an environment holding only its own install.
+
 Usage (from the repository root):
     .venv/bin/python bench/bench_nfnet.py --rounds 5 --json bench/results.json --markdown
+    # the TF engines in a TF-only environment:
+    python3 -m venv .venv-tf && .venv-tf/bin/pip install -e ".[cpu]"
+    .venv/bin/python bench/bench_nfnet.py --python keras_tf=.venv-tf/bin/python \
+        --python keras_tf_folded=.venv-tf/bin/python --json bench/results.json --markdown
 
 The markdown table printed with ``--markdown`` is the README's "Performance" table.
 """
@@ -48,6 +59,8 @@ BATCH = {"forward_b1": 1, "forward_b8": 8, "train_b8": 8}
 # Iterations per round: cheap tasks run more often so every median rests on several samples.
 ITERS = {"forward_b1": 4, "forward_b8": 2, "train_b8": 2}
 CLASSES = 1000
+# Packages some frameworks import when installed; listed per worker to explain its memory.
+OPTIONAL_IMPORTS = ("jax", "sklearn", "matplotlib", "scipy", "pandas", "torch", "tensorflow")
 AGC_CLIPPING = 0.01
 LEARNING_RATE = 0.01
 
@@ -156,10 +169,27 @@ def _versions(engine: str) -> dict:
     return versions
 
 
+def _import_framework(engine: str) -> dict:
+    """Import the engine's framework; memory at that point, before any model exists."""
+    if engine == "timm":
+        import timm  # noqa: F401
+        import torch  # noqa: F401
+    else:
+        import keras  # noqa: F401
+
+        import keras_nfnet  # noqa: F401
+    return {
+        "import_rss_mb": round(_peak_rss_mb(), 1),
+        "optional_imports": [m for m in OPTIONAL_IMPORTS if m in sys.modules],
+        "python": sys.executable,
+    }
+
+
 def worker(engine: str, size: int) -> None:
     """Build the engine, warm every task up once, then serve JSON commands from stdin."""
     out = sys.stdout
     sys.stdout = sys.stderr  # keep library prints out of the protocol channel
+    imported = _import_framework(engine)
     start = time.perf_counter()
     tasks = _timm_engine(size) if engine == "timm" else _keras_engine(engine, size)
     build_s = time.perf_counter() - start
@@ -174,6 +204,7 @@ def worker(engine: str, size: int) -> None:
         "first_call_s": first_call_s,
         "tasks": list(tasks),
         "versions": _versions(engine),
+        **imported,
     }
     print(json.dumps(hello), file=out, flush=True)
     for line in sys.stdin:
@@ -197,7 +228,7 @@ def worker(engine: str, size: int) -> None:
 
 
 class Worker:
-    def __init__(self, engine: str, size: int):
+    def __init__(self, engine: str, size: int, python: str = sys.executable):
         env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
         if engine.startswith("keras"):
             env["KERAS_BACKEND"] = "jax" if engine == "keras_jax" else "tensorflow"
@@ -207,7 +238,7 @@ class Worker:
             "w+", prefix=f"bench_{engine}_", suffix=".log"
         )
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--worker", engine, "--size", str(size)],
+            [python, __file__, "--worker", engine, "--size", str(size)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.log,
@@ -244,11 +275,11 @@ def _cpu_name() -> str:
     return platform.processor()
 
 
-def run(engines: list[str], rounds: int, size: int) -> dict:
+def run(engines: list[str], rounds: int, size: int, pythons: dict | None = None) -> dict:
     load_before = _loadavg()
     workers = {}
     for engine in engines:  # started one at a time so compile times are not inflated
-        workers[engine] = Worker(engine, size)
+        workers[engine] = Worker(engine, size, (pythons or {}).get(engine, sys.executable))
         print(f"[bench] {engine} ready: {workers[engine].hello['first_call_s']}", file=sys.stderr)
     samples = {e: {t: [] for t in workers[e].hello["tasks"]} for e in engines}
     for r in range(rounds):
@@ -273,9 +304,14 @@ def run(engines: list[str], rounds: int, size: int) -> dict:
                 "min_s": round(min(times), 4),
                 "max_s": round(max(times), 4),
             }
+        hello = worker_.hello
         results[engine] = {
             **tasks,
             "peak_rss_mb": round(peak, 1),
+            "import_rss_mb": hello["import_rss_mb"],
+            "peak_above_import_mb": round(peak - hello["import_rss_mb"], 1),
+            "optional_imports": hello["optional_imports"],
+            "python": hello["python"],
             "build_s": round(worker_.hello["build_s"], 2),
             "first_call_s": {k: round(v, 2) for k, v in worker_.hello["first_call_s"].items()},
             "versions": worker_.hello["versions"],
@@ -291,9 +327,8 @@ def run(engines: list[str], rounds: int, size: int) -> dict:
                 for task in TASKS
                 if task in results[engine]
             }
-            ratios[engine]["peak_rss"] = round(
-                results[engine]["peak_rss_mb"] / timm["peak_rss_mb"], 3
-            )
+            for key in ("peak_rss", "peak_above_import"):
+                ratios[engine][key] = round(results[engine][f"{key}_mb"] / timm[f"{key}_mb"], 3)
     return {
         "model": "NFNet-F0",
         "input": f"{size}x{size}x3 float32",
@@ -314,8 +349,8 @@ def markdown(report: dict) -> str:
     """The README's performance table."""
     rows = [
         "| engine | forward b1 (img/s) | forward b8 (img/s) | train step b8 (img/s) | "
-        "peak memory (MB) |",
-        "|---|---|---|---|---|",
+        "peak memory (MB) | after import (MB) |",
+        "|---|---|---|---|---|---|",
     ]
     ratios = report["ratio_keras_over_timm"]
     for engine, res in report["results"].items():
@@ -331,7 +366,9 @@ def markdown(report: dict) -> str:
         memory = f"{res['peak_rss_mb']:.0f}"
         if engine in ratios:
             memory += f" ({ratios[engine]['peak_rss']:.2f}x)"
-        rows.append(f"| {engine} | " + " | ".join(cells) + f" | {memory} |")
+        rows.append(
+            f"| {engine} | " + " | ".join(cells) + f" | {memory} | {res['import_rss_mb']:.0f} |"
+        )
     return "\n".join(rows)
 
 
@@ -342,6 +379,13 @@ def main() -> None:
     parser.add_argument("--engines", default=",".join(ENGINES))
     parser.add_argument("--json", help="also write the JSON report to this file")
     parser.add_argument("--markdown", action="store_true", help="also print the README table")
+    parser.add_argument(
+        "--python",
+        action="append",
+        default=[],
+        metavar="ENGINE=PATH",
+        help="run ENGINE's worker under this interpreter (repeatable); default: this one",
+    )
     parser.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -351,7 +395,16 @@ def main() -> None:
     unknown = [e for e in engines if e not in ENGINES]
     if unknown:
         raise ValueError(f"Unknown engines {unknown}. Accepted: {', '.join(ENGINES)}.")
-    report = run(engines, args.rounds, args.size)
+    pythons = {}
+    for item in args.python:
+        engine, sep, path = item.partition("=")
+        if not sep or engine not in ENGINES or not Path(path).is_file():
+            raise ValueError(
+                f"--python {item!r}: expected ENGINE=PATH with ENGINE one of {', '.join(ENGINES)} "
+                "and PATH an existing interpreter."
+            )
+        pythons[engine] = path
+    report = run(engines, args.rounds, args.size, pythons)
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:

@@ -199,7 +199,10 @@ def check_path_choice() -> str:
 
         jaxpr = str(jax.make_jaxpr(lambda a, b: conv2d(a, b))(x, w))
         group_counts = {int(n) for n in re.findall(r"feature_group_count=(\d+)", jaxpr)}
-        return f"{jax.default_backend()} feature_group_counts={sorted(group_counts)}"
+        w_1x1 = np.ones((1, 1, 8, 4), "float32")
+        pointwise = str(jax.make_jaxpr(lambda a, b: conv2d(a, b))(x, w_1x1))
+        kind = "conv" if "conv_general_dilated" in pointwise else "dot"
+        return f"{jax.default_backend()} feature_group_counts={sorted(group_counts)} 1x1={kind}"
     return keras.backend.backend()
 
 
@@ -322,7 +325,8 @@ def _run_backend(backend: str, tiny_variant) -> str:
 def test_jax_fast_path_splits_groups_on_cpu_and_matches_reference(tiny_variant):
     out = _run_backend("jax", tiny_variant)
     # On CPU every conv in the fast path is dense (feature_group_count=1): the split form.
-    assert "path: cpu feature_group_counts=[1]" in out, out
+    # 1x1 convs are one matmul (dot_general) on CPU.
+    assert "path: cpu feature_group_counts=[1] 1x1=dot" in out, out
     assert "all checks passed" in out
 
 
