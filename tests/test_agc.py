@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 
 import keras
@@ -180,6 +181,56 @@ def test_agc_off_gives_the_plain_keras_step():
     for a, b in zip(agc_off.get_weights(), plain_clone.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8)
     assert logs["agc_clip_fraction"] == 0.0
+
+
+def _gradient_gathering_ops(model, x, y) -> list[str]:
+    """Ops of the traced TF train step that take every gradient at once (an IdentityN)."""
+    step = tf.function(lambda x, y: model.train_step((x, y)))
+    graph = step.get_concrete_function(tf.constant(x), tf.constant(y)).graph
+    n = len(model.trainable_variables)
+    return [
+        op.name for op in graph.get_operations() if op.type == "IdentityN" and len(op.inputs) >= n
+    ]
+
+
+def test_optimizer_updates_do_not_wait_for_every_gradient_on_one_replica():
+    # Keras' own step all-reduces the gradients even with no strategy: one op over all of them,
+    # so no variable is updated (and no gradient freed) before the last gradient exists.
+    x, y = make_data(16)
+    model = compile_model(build_model(), keras.optimizers.SGD(0.1, momentum=0.9))
+    plain = keras.Model(model.inputs, model.outputs)
+    plain.compile(
+        optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    assert _gradient_gathering_ops(plain, x, y) != []
+    assert _gradient_gathering_ops(model, x, y) == []
+
+
+@pytest.mark.parametrize(
+    "make_optimizer",
+    [
+        lambda: keras.optimizers.SGD(0.5, momentum=0.9, nesterov=True),
+        lambda: keras.optimizers.AdamW(0.01, weight_decay=0.1),  # decoupled decay: one barrier
+    ],
+    ids=["nesterov_sgd", "adamw"],
+)
+def test_gated_updates_equal_the_plain_keras_steps(make_optimizer):
+    x, y = make_data(16)
+    agc_off = compile_model(build_model(), make_optimizer(), agc_clipping=None)
+    plain = keras.models.clone_model(keras.Model(agc_off.inputs, agc_off.outputs))
+    plain.set_weights(agc_off.get_weights())
+    plain.compile(
+        optimizer=make_optimizer(),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    for _ in range(3):
+        agc_off.train_on_batch(x, y)
+        plain.train_on_batch(x, y)
+    for a, b in zip(agc_off.get_weights(), plain.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8)
+    duplicate = copy.deepcopy(agc_off.optimizer)  # the gates rebind to a copy
+    assert duplicate.update_step.__self__ is duplicate
 
 
 def test_mirrored_strategy_with_per_replica_data_equals_single_device_steps():
