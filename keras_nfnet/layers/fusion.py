@@ -19,7 +19,11 @@ TensorFlow, any device    the chain is one ``tf.function(jit_compile=True)`` (XL
                           fused the F0 training process at batch 8 peaked at ~3.2 GB instead of
                           ~3.9 GB; `fused_weight` (the convolution recomputes its standardized
                           kernel and its activated input in the backward pass) and AGCModel's
-                          update ordering took it to ~2.65 GB. XLA is what TensorFlow documents
+                          update ordering took it to ~2.65 GB; `recomputing` in `SkipGain`
+                          (the residual is rebuilt from the SE and stochastic-depth factors)
+                          and per-gradient optimizer updates to ~2.55 GB (~2.35 GB where
+                          ``import keras`` finds no JAX, scikit-learn or matplotlib to load).
+                          XLA is what TensorFlow documents
                           for fusing elementwise ops on CPU, GPU and TPU (not measured here on
                           GPU/TPU).
 JAX                       the function itself: ``jax.jit`` already compiles the whole step with
