@@ -23,9 +23,8 @@ TensorFlow, any device    the chain is one ``tf.function(jit_compile=True)`` (XL
                           (the residual is rebuilt from the SE and stochastic-depth factors)
                           and per-gradient optimizer updates to ~2.55 GB (~2.35 GB where
                           ``import keras`` finds no JAX, scikit-learn or matplotlib to load).
-                          XLA is what TensorFlow documents
-                          for fusing elementwise ops on CPU, GPU and TPU (not measured here on
-                          GPU/TPU).
+                          XLA is what TensorFlow documents for fusing elementwise ops on CPU,
+                          GPU and TPU (not measured here on GPU/TPU).
 JAX                       the function itself: ``jax.jit`` already compiles the whole step with
                           XLA, which fuses these chains.
 torch                     the function itself (eager; the GELU uses torch's fused kernel).
