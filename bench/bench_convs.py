@@ -22,11 +22,7 @@ import json
 import math
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 BACKENDS = ("tensorflow", "jax")
 

@@ -81,10 +81,8 @@ def conv2d(inputs, kernel, strides=(1, 1), padding="same", dilation_rate=(1, 1),
         return outputs if bias is None else tf.nn.bias_add(outputs, bias)
     groups = inputs.shape[-1] // kernel.shape[2]
     if backend == "jax" and _is_pointwise(inputs, kernel, strides) and _jax_on_cpu():
-        flat = ops.reshape(inputs, (-1, inputs.shape[-1]))
-        outputs = ops.matmul(flat, ops.reshape(kernel, kernel.shape[2:]))
-        outputs = ops.reshape(outputs, (*ops.shape(inputs)[:-1], kernel.shape[-1]))
-    elif backend == "jax" and groups > 1 and _jax_on_cpu():
+        return _pointwise_matmul(inputs, kernel, bias)
+    if backend == "jax" and groups > 1 and _jax_on_cpu():
         outputs = _split_grouped_conv(inputs, kernel, groups, strides, padding, dilation_rate)
     else:
         outputs = _keras_conv(inputs, kernel, strides, padding, dilation_rate)
@@ -128,15 +126,18 @@ def _tf_cpu_only() -> bool:
 def _pointwise_matmul(inputs, kernel, bias=None):
     # A 1x1, stride-1, ungrouped convolution is a matmul over the pixels (padding and dilation
     # do not matter for a 1x1 kernel); the kernel's in-channels equal the input's, so no groups.
-    # The bias is added before the reshape, where oneDNN fuses it into the matmul.
-    import tensorflow as tf
-
-    shape = tf.shape(inputs)
-    flat = tf.reshape(inputs, (-1, inputs.shape[-1]))
-    out = tf.matmul(flat, tf.reshape(kernel, kernel.shape[2:]))
+    # The bias is added before the reshape; on TF as a BiasAdd, which oneDNN fuses into the
+    # matmul.
+    flat = ops.reshape(inputs, (-1, inputs.shape[-1]))
+    out = ops.matmul(flat, ops.reshape(kernel, kernel.shape[2:]))
     if bias is not None:
-        out = tf.nn.bias_add(out, bias)
-    return tf.reshape(out, tf.concat([shape[:-1], [kernel.shape[-1]]], axis=0))
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            out = tf.nn.bias_add(out, bias)
+        else:
+            out = out + bias
+    return ops.reshape(out, (*ops.shape(inputs)[:-1], kernel.shape[-1]))
 
 
 def _jax_on_cpu() -> bool:

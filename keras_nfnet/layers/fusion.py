@@ -110,11 +110,6 @@ def fused_weight(op: Callable, weight_fn: Callable, **static: Hashable) -> Calla
 
 
 def _tf_weight_call(op: Callable, weight: Callable, x, params: tuple, extra: tuple):
-    import tensorflow as tf
-
-    x = tf.convert_to_tensor(x)
-    params = tuple(tf.convert_to_tensor(p) for p in params)
-    extra = tuple(tf.convert_to_tensor(e) for e in extra)
     n = len(params)
 
     def apply(x, *rest):
@@ -136,17 +131,17 @@ def recomputing(fn: Callable, x, *rest):
     >>> float(np.asarray(recomputing(lambda x, c: x * c, np.float32(3.0), np.float32(2.0))))
     6.0
     """
-    import tensorflow as tf
-
     if not _enabled or keras.backend.backend() != "tensorflow" or _recipe(x) is None:
         return fn(x, *rest)
-    return _tf_recomputing_call(fn, x, tuple(tf.convert_to_tensor(t) for t in rest))
+    return _tf_recomputing_call(fn, x, rest)
 
 
 def _tf_recomputing_call(fn: Callable, x, rest: tuple):
     import tensorflow as tf
 
+    # Variables are read here, outside the custom gradient (as in `_tf_call`).
     x = tf.convert_to_tensor(x)
+    rest = tuple(tf.convert_to_tensor(t) for t in rest)
 
     @tf.custom_gradient
     def call(x_in, *rest_in):
@@ -155,7 +150,7 @@ def _tf_recomputing_call(fn: Callable, x, rest: tuple):
             # variable-only parts (a standardized kernel) at the start of the step.
             with tf.control_dependencies([upstream]):
                 rest_ = tuple(tf.identity(t) for t in rest_in)
-                x_ = _recompute(x) if _recipe(x) is not None else tf.identity(x_in)
+                x_ = _recompute(x_in)
             return _vjp(fn, (x_, *rest_), upstream)
 
         return fn(x_in, *rest_in), grad
@@ -175,21 +170,15 @@ def remember(output, forward: Callable, *inputs):
     >>> float(np.asarray(remember(x * x, lambda a: a * a, x)))
     4.0
     """
-    if keras.backend.backend() == "tensorflow":
-        _remember(output, forward, inputs)
-    return output
-
-
-def _remember(output, forward: Callable, inputs: tuple) -> None:
-    """Note on a traced tensor that ``output == forward(*inputs)`` (read by `_recipe`).
-
-    Only in a traced graph, where the note lives exactly as long as the graph's tensors; eager
-    tensors are values and get none.
-    """
+    if keras.backend.backend() != "tensorflow":
+        return output
     import tensorflow as tf
 
+    # Only on a traced tensor, where the note lives exactly as long as the graph's tensors;
+    # eager tensors are values and get none.
     if tf.inside_function() and hasattr(output, "graph"):
         output._keras_nfnet_recipe = (forward, inputs)
+    return output
 
 
 def _recipe(tensor):
@@ -221,9 +210,7 @@ def _tf_call(fn: Callable, static: dict, tensors: tuple):
     if key not in _cache:
         _cache[key] = _tf_fused(lambda *inputs: fn(*inputs, **static))
     fused_fn = _cache[key]
-    output = fused_fn(*tensors)
-    _remember(output, fused_fn.forward, tensors)
-    return output
+    return remember(fused_fn(*tensors), fused_fn.forward, *tensors)
 
 
 def _tf_fused(fn: Callable) -> Callable:
@@ -244,7 +231,7 @@ def _tf_fused(fn: Callable) -> Callable:
 
         return forward(*inputs), grad
 
-    call.forward = forward  # the value alone, for recomputation (`_remember`)
+    call.forward = forward  # the value alone, for recomputation (`remember`)
     return call
 
 
