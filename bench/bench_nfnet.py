@@ -7,7 +7,11 @@ peak resident memory of each engine's process.
 
 Each engine runs in its own long-lived worker process (TensorFlow and torch must not share a
 process: platform_facts.md, "Import order crash"). The driver alternates short rounds between
-the workers, so every engine sees the same machine load; medians are over all rounds.
+the workers, so every engine sees the same machine load; medians are over all rounds. The JSON
+also keeps every sample (``times_s``) and, under ``ratio_per_round``, the ratio to timm of each
+round's medians: both engines' samples of a round were taken close together in time (at most
+about 20 s apart for four engines), so their range shows how far one run's ratio moves with the
+machine.
 
 Engines:
     keras_tf         keras_nfnet.NFNetF0 on the TF backend: ``predict_on_batch`` and
@@ -29,7 +33,9 @@ integrations; about 200 MB), which the test environment has and a TF user's envi
 another interpreter, so each engine can run in an environment holding only its own install.
 
 Usage (from the repository root):
-    .venv/bin/python bench/bench_nfnet.py --rounds 5 --json bench/results.json --markdown
+    .venv/bin/python bench/bench_nfnet.py --rounds 8 --json bench/results.json --markdown
+    # head to head, only keras_tf and timm (the README's first table):
+    .venv/bin/python bench/bench_nfnet.py --rounds 8 --engines keras_tf,timm --markdown
     # the TF engines in a TF-only environment:
     python3 -m venv .venv-tf && .venv-tf/bin/pip install -e ".[cpu]"
     .venv/bin/python bench/bench_nfnet.py --python keras_tf=.venv-tf/bin/python \
@@ -281,21 +287,23 @@ def run(engines: list[str], rounds: int, size: int, pythons: dict | None = None)
     for engine in engines:  # started one at a time so compile times are not inflated
         workers[engine] = Worker(engine, size, (pythons or {}).get(engine, sys.executable))
         print(f"[bench] {engine} ready: {workers[engine].hello['first_call_s']}", file=sys.stderr)
-    samples = {e: {t: [] for t in workers[e].hello["tasks"]} for e in engines}
+    # per_round[engine][task][r]: the samples of round r, kept for per-round (paired) ratios.
+    per_round = {e: {t: [] for t in workers[e].hello["tasks"]} for e in engines}
     for r in range(rounds):
         order = engines[r % len(engines) :] + engines[: r % len(engines)]  # rotate who goes first
         for task in TASKS:
             for engine in order:
-                if task in samples[engine]:
+                if task in per_round[engine]:
                     reply = workers[engine].call(op="run", task=task, iters=ITERS[task])
-                    samples[engine][task] += reply["times"]
+                    per_round[engine][task].append(reply["times"])
         print(f"[bench] round {r + 1}/{rounds} done, load {_loadavg()}", file=sys.stderr)
     results = {}
     for engine, worker_ in workers.items():
         peak = worker_.call(op="quit")["peak_rss_mb"]
         worker_.proc.wait()
         tasks = {}
-        for task, times in samples[engine].items():
+        for task, by_round in per_round[engine].items():
+            times = [t for round_times in by_round for t in round_times]
             median = statistics.median(times)
             tasks[task] = {
                 "median_s": round(median, 4),
@@ -303,6 +311,7 @@ def run(engines: list[str], rounds: int, size: int, pythons: dict | None = None)
                 "n": len(times),
                 "min_s": round(min(times), 4),
                 "max_s": round(max(times), 4),
+                "times_s": [round(t, 4) for t in times],
             }
         hello = worker_.hello
         results[engine] = {
@@ -316,7 +325,7 @@ def run(engines: list[str], rounds: int, size: int, pythons: dict | None = None)
             "first_call_s": {k: round(v, 2) for k, v in worker_.hello["first_call_s"].items()},
             "versions": worker_.hello["versions"],
         }
-    ratios = {}
+    ratios, spreads = {}, {}
     if "timm" in results:
         timm = results["timm"]
         for engine in engines:
@@ -329,6 +338,11 @@ def run(engines: list[str], rounds: int, size: int, pythons: dict | None = None)
             }
             for key in ("peak_rss", "peak_above_import"):
                 ratios[engine][key] = round(results[engine][f"{key}_mb"] / timm[f"{key}_mb"], 3)
+        spreads = {
+            engine: _round_ratios(per_round[engine], per_round["timm"])
+            for engine in engines
+            if engine != "timm"
+        }
     return {
         "model": "NFNet-F0",
         "input": f"{size}x{size}x3 float32",
@@ -342,7 +356,27 @@ def run(engines: list[str], rounds: int, size: int, pythons: dict | None = None)
         },
         "results": results,
         "ratio_keras_over_timm": ratios,
+        # The same ratio per round (from the samples both engines took in that round), to show
+        # how far one run's figure moves with the machine.
+        "ratio_per_round": spreads,
     }
+
+
+def _round_ratios(engine_rounds: dict, timm_rounds: dict) -> dict:
+    """Per task: the images/s ratio to timm of each round's medians, and their range."""
+    out = {}
+    for task, by_round in engine_rounds.items():
+        ratios = [
+            statistics.median(peer) / statistics.median(own)
+            for own, peer in zip(by_round, timm_rounds[task])
+        ]
+        out[task] = {
+            "rounds": [round(r, 3) for r in ratios],
+            "min": round(min(ratios), 3),
+            "median": round(statistics.median(ratios), 3),
+            "max": round(max(ratios), 3),
+        }
+    return out
 
 
 def markdown(report: dict) -> str:
@@ -369,6 +403,19 @@ def markdown(report: dict) -> str:
         rows.append(
             f"| {engine} | " + " | ".join(cells) + f" | {memory} | {res['import_rss_mb']:.0f} |"
         )
+    spreads = report.get("ratio_per_round") or {}
+    if spreads:
+        rows += [
+            "",
+            "| ratio to timm, per round (min – max) | forward b1 | forward b8 | train step b8 |",
+            "|---|---|---|---|",
+        ]
+        for engine, by_task in spreads.items():
+            cells = [
+                f"{by_task[t]['min']:.2f} – {by_task[t]['max']:.2f}" if t in by_task else "–"
+                for t in TASKS
+            ]
+            rows.append(f"| {engine} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
