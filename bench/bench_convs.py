@@ -69,11 +69,16 @@ def _seconds(step, x, w, repeats: int) -> float:
 
 
 def f0_convolutions(size: int) -> list[dict]:
-    """Every WSConv2D of NFNet-F0 at ``size`` px: shapes, stride, padding, groups."""
+    """Every WSConv2D of NFNet-F0 at ``size`` px: see `conv_specs`."""
     import keras_nfnet
+
+    return conv_specs(keras_nfnet.NFNetF0(input_shape=(size, size, 3), weights=None))
+
+
+def conv_specs(model) -> list[dict]:
+    """Every WSConv2D of a built ``model``: name, shapes, stride, padding, groups."""
     from keras_nfnet.layers import WSConv2D
 
-    model = keras_nfnet.NFNetF0(input_shape=(size, size, 3), weights=None)
     layers = []
     for layer in model.layers:
         if isinstance(layer, WSConv2D):
@@ -81,6 +86,7 @@ def f0_convolutions(size: int) -> list[dict]:
             kernel = tuple(layer.kernel.shape)
             layers.append(
                 {
+                    "name": layer.name,
                     "input": in_shape,
                     "kernel": kernel,
                     "strides": tuple(layer.strides),
@@ -90,6 +96,12 @@ def f0_convolutions(size: int) -> list[dict]:
                 }
             )
     return layers
+
+
+def forward_gflop(spec: dict, batch: int) -> float:
+    """The forward FLOPs of one convolution of `conv_specs` (2 per multiply-add), in GFLOP."""
+    kh, kw, cin, cout = spec["kernel"]
+    return 2 * batch * spec["output_pixels"] * kh * kw * cin * cout / 1e9
 
 
 def run(size: int, batch: int, repeats: int, reference: bool) -> dict:
@@ -119,8 +131,7 @@ def run(size: int, batch: int, repeats: int, reference: bool) -> dict:
             )
             timed[key] = (fast, slow)
         fast, slow = timed[key]
-        kh, kw, cin, cout = spec["kernel"]
-        gflop = 3 * 2 * batch * spec["output_pixels"] * kh * kw * cin * cout / 1e9
+        gflop = 3 * forward_gflop(spec, batch)  # forward + backward
         part = totals["grouped" if grouped else "ungrouped"]
         part["s"] += fast
         part["gflop"] += gflop

@@ -32,24 +32,14 @@ import statistics
 import tempfile
 import time
 
+from bench_convs import conv_specs, forward_gflop  # the same FLOP count as bench_convs
+
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 CONV_OPS = ("_MklNativeFusedConv2D", "_MklNativeFusedMatMul")
 STEP_EVENT = "one_step_on_data_distributed"  # Keras' traced predict step
 XLA_CALL_EVENT = "CpuExecutable::ExecuteAsyncOnStream"  # one run of an XLA-compiled function
-
-
-def _conv_flops(model, batch: int) -> dict[str, int]:
-    from keras_nfnet.layers.ws_conv import WSConv2D
-
-    flops = {}
-    for layer in model.layers:
-        if isinstance(layer, WSConv2D):
-            _, h, w, _ = layer.output.shape
-            kh, kw, cin, cout = layer.kernel.shape
-            flops[layer.name] = 2 * batch * h * w * kh * kw * cin * cout
-    return flops
 
 
 def _layer_kind(layer: str) -> str:
@@ -110,7 +100,7 @@ def profile(passes: int, batch: int, size: int) -> dict:
     x = np.random.default_rng(0).normal(size=(batch, size, size, 3)).astype("float32")
     for _ in range(3):
         model.predict_on_batch(x)
-    flops = _conv_flops(model, batch)
+    gflop = {spec["name"]: forward_gflop(spec, batch) for spec in conv_specs(model)}
     with tempfile.TemporaryDirectory() as logdir:
         tf.profiler.experimental.start(logdir)
         for _ in range(passes):
@@ -135,35 +125,38 @@ def profile(passes: int, batch: int, size: int) -> dict:
                 convs.append((start, end, name.split("/")[1].removesuffix("_1")))
     per_pass = []
     for t0, t1 in steps:
-        busy = _union([(s, e) for s, e, _ in convs if t0 <= s and e <= t1])
+        in_pass = [(s, e, layer) for s, e, layer in convs if t0 <= s and e <= t1]
+        busy = _union([(s, e) for s, e, _ in in_pass])
         busy_ms = sum(e - s for s, e in busy)
-        pass_flops = sum(flops.get(layer, 0) for s, e, layer in convs if t0 <= s and e <= t1)
+        pass_gflop = sum(gflop.get(layer, 0.0) for _, _, layer in in_pass)
         per_pass.append(
             {
                 "pass_ms": round(t1 - t0, 1),
                 "conv_busy_ms": round(busy_ms, 1),
-                "conv_busy_gflops": round(pass_flops / busy_ms / 1e6, 1),
+                "conv_busy_gflops": round(pass_gflop / busy_ms * 1e3, 1),
                 "gaps_ms": round(t1 - t0 - busy_ms, 1),
                 "first_conv_ms": round(busy[0][0] - t0, 1),
             }
         )
-    kinds = collections.defaultdict(lambda: [0.0, 0])
+    kinds = collections.defaultdict(lambda: [0.0, 0.0])  # ms, GFLOP
     for start, end, layer in convs:
-        if layer in flops:
+        if layer in gflop:
             kinds[_layer_kind(layer)][0] += (end - start) / passes
-            kinds[_layer_kind(layer)][1] += flops[layer] / passes
+            kinds[_layer_kind(layer)][1] += gflop[layer] / passes
     return {
         "model": "NFNet-F0",
         "input": f"{batch}x{size}x{size}x3 float32",
-        "conv_gflop_per_pass": round(sum(flops.values()) / 1e9, 2),
+        "conv_gflop_per_pass": round(sum(gflop.values()), 2),
         "gemm_peak_gflops": _gemm_peak_gflops(),
         "passes": per_pass,
-        "median": {key: statistics.median(p[key] for p in per_pass) for key in per_pass[0]},
+        "median": {
+            key: round(statistics.median(p[key] for p in per_pass), 1) for key in per_pass[0]
+        },
         "by_op_ms": {op: round(ms, 1) for op, ms in by_op.most_common(10)},
         "xla_calls": {"ms": round(xla_calls[0], 1), "count": xla_calls[1] // passes},
         "by_layer_kind": {
-            kind: {"ms": round(ms, 1), "gflop": round(f / 1e9, 2), "gflops": round(f / ms / 1e6)}
-            for kind, (ms, f) in sorted(kinds.items())
+            kind: {"ms": round(ms, 1), "gflop": round(g, 2), "gflops": round(g / ms * 1e3)}
+            for kind, (ms, g) in sorted(kinds.items())
         },
     }
 
