@@ -44,7 +44,8 @@ class SkipGain(keras.layers.Layer):
         return recomputing(self._scale, residual, self.skip_gain) + shortcut
 
     def _scale(self, residual, skip_gain):
-        return residual * skip_gain * self.alpha
+        # One pass over the activation: the two scalars multiply first.
+        return residual * (skip_gain * self.alpha)
 
     def compute_output_shape(self, input_shape):
         return input_shape[0]
