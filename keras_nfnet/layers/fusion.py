@@ -1,7 +1,7 @@
 """Elementwise chains run as one kernel, with gradients that keep only the chain's inputs.
 
 Two chains of small ops run once per layer and per step in an NFNet: the tanh GELU
-(``x * sigmoid(x (c1 + c3 x^2)) * gamma``, ~6 ops on an activation-sized tensor) and Scaled
+(``0.5 x (1 + tanh(x (c1 + c3 x^2))) * gamma``, ~9 ops on an activation-sized tensor) and Scaled
 Weight Standardization (mean, variance and normalization of a kernel-sized tensor, ~7 ops).
 TensorFlow runs each op as its own kernel on CPU, reading and writing the whole tensor each time,
 and its autodiff keeps the intermediates alive until the backward pass (fusing the GELU alone
