@@ -66,11 +66,11 @@ def conv2d(inputs, kernel, strides=(1, 1), padding="same", dilation_rate=(1, 1),
     ((1, 5, 5, 6), 18.0)
     """
     backend = keras.backend.backend()
+    if _is_pointwise(inputs, kernel, strides) and _pointwise_as_matmul(backend):
+        return _pointwise_matmul(inputs, kernel, bias)
     if backend == "tensorflow":
         import tensorflow as tf
 
-        if _is_pointwise(inputs, kernel, strides) and _tf_cpu_only():
-            return _pointwise_matmul(inputs, kernel, bias)
         outputs = tf.nn.conv2d(
             inputs,
             kernel,
@@ -80,8 +80,6 @@ def conv2d(inputs, kernel, strides=(1, 1), padding="same", dilation_rate=(1, 1),
         )
         return outputs if bias is None else tf.nn.bias_add(outputs, bias)
     groups = inputs.shape[-1] // kernel.shape[2]
-    if backend == "jax" and _is_pointwise(inputs, kernel, strides) and _jax_on_cpu():
-        return _pointwise_matmul(inputs, kernel, bias)
     if backend == "jax" and groups > 1 and _jax_on_cpu():
         outputs = _split_grouped_conv(inputs, kernel, groups, strides, padding, dilation_rate)
     else:
@@ -114,6 +112,13 @@ def _is_pointwise(inputs, kernel, strides) -> bool:
         and tuple(strides) == (1, 1)
         and kernel.shape[2] == inputs.shape[-1]  # ungrouped
     )
+
+
+def _pointwise_as_matmul(backend: str) -> bool:
+    """Whether 1x1 convolutions run as a matmul: TF and JAX on CPU (see the module docstring)."""
+    if backend == "tensorflow":
+        return _tf_cpu_only()
+    return backend == "jax" and _jax_on_cpu()
 
 
 @functools.cache  # TF's device list is fixed once it is initialized; asked for every layer
