@@ -17,12 +17,13 @@ Usage (from the repository root):
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import statistics
 import time
+
+from _cli import int_parser, require_backend
 
 BACKENDS = ("tensorflow", "jax")
 
@@ -157,21 +158,12 @@ def run(size: int, batch: int, repeats: int, reference: bool) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=192)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser = int_parser(__doc__, size=192, batch=8, repeats=5)
     parser.add_argument(
         "--reference", action="store_true", help="also time Keras' own grouped convolution"
     )
     args = parser.parse_args()
-    import keras
-
-    if keras.backend.backend() not in BACKENDS:
-        raise ValueError(
-            f"KERAS_BACKEND={keras.backend.backend()!r} is not supported here; "
-            f"accepted: {', '.join(BACKENDS)}."
-        )
+    require_backend(parser, BACKENDS)
     print(json.dumps(run(args.size, args.batch, args.repeats, args.reference), indent=2))
 
 

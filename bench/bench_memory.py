@@ -13,9 +13,10 @@ Usage (from the repository root):
 
 from __future__ import annotations
 
-import argparse
 import json
 import resource
+
+from _cli import int_parser, require_backend
 
 
 def _mb(value: float) -> float:
@@ -28,12 +29,6 @@ def run(size: int, batch: int, steps: int) -> dict:
     import tensorflow as tf
 
     import keras_nfnet
-
-    if keras.backend.backend() != "tensorflow":
-        raise ValueError(
-            f"KERAS_BACKEND={keras.backend.backend()!r}: this script measures the TF allocator; "
-            "accepted: tensorflow."
-        )
 
     def record(stage: str) -> dict:
         info = tf.config.experimental.get_memory_info("CPU:0")
@@ -64,11 +59,9 @@ def run(size: int, batch: int, steps: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=192)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=4)
+    parser = int_parser(__doc__, size=192, batch=8, steps=4)
     args = parser.parse_args()
+    require_backend(parser, ("tensorflow",))  # it reads the TF allocator
     print(json.dumps(run(args.size, args.batch, args.steps), indent=2))
 
 

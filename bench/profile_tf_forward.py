@@ -23,7 +23,6 @@ Usage (from the repository root; the TF-only environment is the one the README's
 
 from __future__ import annotations
 
-import argparse
 import collections
 import glob
 import json
@@ -32,6 +31,7 @@ import statistics
 import tempfile
 import time
 
+from _cli import int_parser, require_backend
 from bench_convs import conv_specs, forward_gflop  # the same FLOP count as bench_convs
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -162,18 +162,9 @@ def profile(passes: int, batch: int, size: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--passes", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--size", type=int, default=192)
+    parser = int_parser(__doc__, passes=3, batch=8, size=192)
     args = parser.parse_args()
-    for name in ("passes", "batch", "size"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be a positive integer, got {getattr(args, name)}")
-    import keras
-
-    if keras.backend.backend() != "tensorflow":
-        parser.error(f"needs KERAS_BACKEND=tensorflow, got {keras.backend.backend()!r}")
+    require_backend(parser, ("tensorflow",))
     print(json.dumps(profile(args.passes, args.batch, args.size), indent=2))
 
 
