@@ -455,7 +455,12 @@ def main() -> None:
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:
-        Path(args.json).write_text(text + "\n")
+        # Imported only now: importing keras_nfnet loads Keras and its backend, which must not
+        # sit in the driver's memory while the workers are timed.
+        sys.path.insert(0, str(REPO))
+        from keras_nfnet.atomic import atomic_write_text
+
+        atomic_write_text(args.json, text + "\n")
     if args.markdown:
         print(markdown(report))
 

@@ -22,6 +22,7 @@ import tempfile
 
 import keras
 
+from keras_nfnet.atomic import atomic_write_bytes
 from keras_nfnet.layers.activations import ScaledActivation
 from keras_nfnet.layers.conv_ops import GroupedConv2D
 from keras_nfnet.layers.stoch_depth import StochDepth
@@ -131,7 +132,7 @@ def to_tflite(model: keras.Model, path: str | os.PathLike | None = None) -> byte
 
     The model is exported to a temporary SavedModel with ``model.export`` and converted with
     ``tf.lite.TFLiteConverter.from_saved_model``. When ``path`` is given the flatbuffer is
-    also written there (atomically: a temporary file in the same folder, then ``os.replace``).
+    also written there, atomically (`keras_nfnet.atomic`).
     Needs the TensorFlow backend's ``tensorflow`` package (any Keras backend can call it, as
     Keras' SavedModel export does).
 
@@ -151,15 +152,5 @@ def to_tflite(model: keras.Model, path: str | os.PathLike | None = None) -> byte
         converter = tf.lite.TFLiteConverter.from_saved_model(saved)
         flatbuffer = converter.convert()
     if path is not None:
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp_path = tempfile.mkstemp(dir=folder, suffix=".tflite.tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(flatbuffer)
-            os.replace(tmp_path, path)
-        except BaseException:
-            if os.path.exists(tmp_path):
-                os.remove(tmp_path)
-            raise
+        atomic_write_bytes(path, flatbuffer)
     return flatbuffer

@@ -41,6 +41,7 @@ import re
 
 import keras
 
+from keras_nfnet.atomic import atomic_path
 from keras_nfnet.convert.checkpoint import (
     check_source,
     load_checkpoint_arrays,
@@ -192,38 +193,36 @@ def download_checkpoint(name: str, source: str = "timm") -> str:
         if expected is None or file_sha256(target) == expected:
             return target
         print(f"Cached {target} does not have the pinned SHA-256 {expected}; downloading again.")
-    tmp_name = f".{os.path.basename(target)}.{os.getpid()}.part"
-    tmp = os.path.join(folder, tmp_name)
     try:
-        keras.utils.get_file(
-            fname=tmp_name,
-            origin=url,
-            cache_dir=cache_dir(),
-            cache_subdir="models",
-            force_download=True,
-        )
-        actual = file_sha256(tmp)
-        if expected is not None and actual != expected:
-            raise ValueError(
-                f"SHA-256 mismatch for {url}: expected {expected}, got {actual}. The download "
-                "is corrupted or the file changed upstream; it was deleted, nothing was cached."
+        # The download lands in a temporary file beside the target, which takes the target's
+        # name only after the hash check passed.
+        with atomic_path(target) as tmp:
+            keras.utils.get_file(
+                fname=os.path.basename(tmp),
+                origin=url,
+                cache_dir=cache_dir(),
+                cache_subdir="models",
+                force_download=True,
             )
-        if expected is None:
-            print(
-                f"{url} has SHA-256 {actual}. No hash is pinned for NFNet-{name} ({source}): "
-                f"set KERAS_NFNET_SHA256_{name}_{source.upper()}={actual} to verify later "
-                "downloads against it."
-            )
-        os.replace(tmp, target)
+            actual = file_sha256(tmp)
+            if expected is not None and actual != expected:
+                raise ValueError(
+                    f"SHA-256 mismatch for {url}: expected {expected}, got {actual}. The "
+                    "download is corrupted or the file changed upstream; it was deleted, "
+                    "nothing was cached."
+                )
+            if expected is None:
+                print(
+                    f"{url} has SHA-256 {actual}. No hash is pinned for NFNet-{name} "
+                    f"({source}): set KERAS_NFNET_SHA256_{name}_{source.upper()}={actual} to "
+                    "verify later downloads against it."
+                )
     except ValueError:
         raise
     except Exception as error:  # get_file wraps HTTP/URL errors in a bare Exception
         raise OSError(
             f"Downloading NFNet-{name} weights from {url} failed: {error}. Nothing was cached."
         ) from error
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return target
 
 

@@ -26,7 +26,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
 from typing import Any
 
@@ -34,6 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_nfnet.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from keras_nfnet.models.nfnet import NFNet, get_variant
 from keras_nfnet.optimizers import NesterovSGD, WarmupCosineDecay, peak_learning_rate
 from training import data as data_lib
@@ -49,38 +49,10 @@ CHECKPOINT = "checkpoint.npz"
 # ----------------------------------------------------------------------------- files
 
 
-def atomic_write_bytes(path: str, payload: bytes) -> None:
-    """Write ``payload`` to a temporary file next to ``path``, fsync, then `os.replace`."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def save_keras_atomic(model: keras.Model, path: str) -> None:
-    """`model.save` to a temporary ``.keras`` file in the same directory, then `os.replace`."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".keras")
-    os.close(fd)
-    try:
+    """`model.save(path)`, atomically (`keras_nfnet.atomic`)."""
+    with atomic_path(path) as tmp:
         model.save(tmp, overwrite=True)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _model_variables(model: keras.Model) -> list:

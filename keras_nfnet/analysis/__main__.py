@@ -17,16 +17,15 @@ measuring; ``none`` keeps the initial zeros.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
-import tempfile
 
 import numpy as np
 
 from keras_nfnet.analysis.linear_resnet import linear_residual_network
 from keras_nfnet.analysis.plot import plot_signal_propagation
 from keras_nfnet.analysis.signal_propagation import signal_propagation
+from keras_nfnet.atomic import atomic_path
 
 LINEAR_WIDTH = 256
 
@@ -147,16 +146,8 @@ def _save_npz(path: str, results) -> None:
     arrays = {
         f"{label}/{key}": value for label, stats in results.items() for key, value in stats.items()
     }
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
 
 
 if __name__ == "__main__":

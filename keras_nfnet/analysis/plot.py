@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 
 import numpy as np
 
 from keras_nfnet.analysis.signal_propagation import STATISTICS
+from keras_nfnet.atomic import atomic_path
 
 LABELS = {
     "avg_sq_mean": "average channel squared mean",
@@ -86,15 +86,6 @@ def plot_signal_propagation(
 
 
 def _save_atomically(fig, path: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    suffix = os.path.splitext(path)[1]
-    fmt = suffix.lstrip(".") or "png"
-    fd, tmp = tempfile.mkstemp(suffix=suffix, dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format=fmt, dpi=120)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    fmt = os.path.splitext(path)[1].lstrip(".") or "png"
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=fmt, dpi=120)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import keras
 import numpy as np
 
+from keras_nfnet.atomic import atomic_path
 from keras_nfnet.convert.deepmind import load_deepmind_arrays, read_deepmind
 from keras_nfnet.convert.timm import load_timm_arrays, read_safetensors
 from keras_nfnet.models.nfnet import NFNetVariant
@@ -59,19 +60,13 @@ def load_checkpoint_arrays(
 
 
 def save_weights_atomic(model: keras.Model, path: str | os.PathLike) -> str:
-    """``model.save_weights`` to a temporary file in the same folder, then ``os.replace``."""
+    """``model.save_weights(path)``, atomically (`keras_nfnet.atomic`); creates the folder."""
     path = os.fspath(path)
     if not path.endswith(".weights.h5"):
         raise ValueError(f"Keras weights files end in '.weights.h5'. Received: {path!r}.")
-    folder, base = os.path.split(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{base[: -len('.weights.h5')]}.{os.getpid()}.tmp.weights.h5")
-    try:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_path(path) as tmp:
         model.save_weights(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 
