@@ -13,6 +13,11 @@ round's medians: both engines' samples of a round were taken close together in t
 about 20 s apart for four engines), so their range shows how far one run's ratio moves with the
 machine.
 
+Processes differ too: on this 2-core machine identical worker processes, timed in turn, can keep
+medians several per cent apart for their whole life. ``--legs L`` splits the rounds into L legs,
+each with a fresh worker process per engine, so every engine's median pools L processes; the JSON
+gives each leg's median (``leg_medians_s``) and the peak memory of the largest process.
+
 Engines:
     keras_tf         keras_nfnet.NFNetF0 on the TF backend: ``predict_on_batch`` and
                      ``train_on_batch`` with the defaults (``jit_compile="auto"``).
@@ -34,8 +39,8 @@ another interpreter, so each engine can run in an environment holding only its o
 
 Usage (from the repository root):
     .venv/bin/python bench/bench_nfnet.py --rounds 8 --json bench/results.json --markdown
-    # head to head, only keras_tf and timm (the README's first table):
-    .venv/bin/python bench/bench_nfnet.py --rounds 8 --engines keras_tf,timm --markdown
+    # head to head, only keras_tf and timm, four pairs of processes (the README's first table):
+    .venv/bin/python bench/bench_nfnet.py --rounds 8 --legs 4 --engines keras_tf,timm --markdown
     # the TF engines in a TF-only environment:
     python3 -m venv .venv-tf && .venv-tf/bin/pip install -e ".[cpu]"
     .venv/bin/python bench/bench_nfnet.py --python keras_tf=.venv-tf/bin/python \
@@ -281,26 +286,54 @@ def _cpu_name() -> str:
     return platform.processor()
 
 
-def run(engines: list[str], rounds: int, size: int, pythons: dict | None = None) -> dict:
-    load_before = _loadavg()
+def _start_workers(engines: list[str], size: int, pythons: dict) -> dict:
     workers = {}
     for engine in engines:  # started one at a time so compile times are not inflated
-        workers[engine] = Worker(engine, size, (pythons or {}).get(engine, sys.executable))
+        workers[engine] = Worker(engine, size, pythons.get(engine, sys.executable))
         print(f"[bench] {engine} ready: {workers[engine].hello['first_call_s']}", file=sys.stderr)
-    # per_round[engine][task][r]: the samples of round r, kept for per-round (paired) ratios.
-    per_round = {e: {t: [] for t in workers[e].hello["tasks"]} for e in engines}
-    for r in range(rounds):
-        order = engines[r % len(engines) :] + engines[: r % len(engines)]  # rotate who goes first
-        for task in TASKS:
-            for engine in order:
-                if task in per_round[engine]:
-                    reply = workers[engine].call(op="run", task=task, iters=ITERS[task])
-                    per_round[engine][task].append(reply["times"])
-        print(f"[bench] round {r + 1}/{rounds} done, load {_loadavg()}", file=sys.stderr)
+    return workers
+
+
+def _leg_rounds(rounds: int, legs: int) -> list[int]:
+    """How many of the ``rounds`` each leg runs (as even as possible, every leg at least one)."""
+    if not 1 <= legs <= rounds:
+        raise ValueError(f"--legs must be between 1 and --rounds ({rounds}). Received: {legs}.")
+    return [rounds // legs + (i < rounds % legs) for i in range(legs)]
+
+
+def run(
+    engines: list[str], rounds: int, size: int, pythons: dict | None = None, legs: int = 1
+) -> dict:
+    load_before = _loadavg()
+    # per_round[engine][task][r]: the samples of round r, kept for per-round (paired) ratios;
+    # per_leg[engine][task][l]: all samples of leg l, taken by one worker process.
+    per_round, per_leg, peaks, hellos = {}, {}, {}, {}
+    r = 0
+    for leg, leg_rounds in enumerate(_leg_rounds(rounds, legs)):
+        workers = _start_workers(engines, size, pythons or {})
+        for engine, worker_ in workers.items():
+            hellos.setdefault(engine, worker_.hello)  # build and first-call times of leg 1
+            for by_task in (per_round, per_leg):
+                by_task.setdefault(engine, {t: [] for t in worker_.hello["tasks"]})
+            for task in per_leg[engine]:
+                per_leg[engine][task].append([])
+        for _ in range(leg_rounds):
+            order = engines[r % len(engines) :] + engines[: r % len(engines)]  # who goes first
+            for task in TASKS:
+                for engine in order:
+                    if task in per_round[engine]:
+                        reply = workers[engine].call(op="run", task=task, iters=ITERS[task])
+                        per_round[engine][task].append(reply["times"])
+                        per_leg[engine][task][leg].extend(reply["times"])
+            r += 1
+            print(f"[bench] round {r}/{rounds} done, load {_loadavg()}", file=sys.stderr)
+        for engine, worker_ in workers.items():
+            peak = worker_.call(op="quit")["peak_rss_mb"]
+            worker_.proc.wait()
+            peaks[engine] = max(peaks.get(engine, 0.0), peak)
     results = {}
-    for engine, worker_ in workers.items():
-        peak = worker_.call(op="quit")["peak_rss_mb"]
-        worker_.proc.wait()
+    for engine in engines:
+        peak, hello = peaks[engine], hellos[engine]
         tasks = {}
         for task, by_round in per_round[engine].items():
             times = [t for round_times in by_round for t in round_times]
@@ -312,8 +345,9 @@ def run(engines: list[str], rounds: int, size: int, pythons: dict | None = None)
                 "min_s": round(min(times), 4),
                 "max_s": round(max(times), 4),
                 "times_s": [round(t, 4) for t in times],
+                # One median per worker process (leg): how far identical processes differ.
+                "leg_medians_s": [round(statistics.median(s), 4) for s in per_leg[engine][task]],
             }
-        hello = worker_.hello
         results[engine] = {
             **tasks,
             "peak_rss_mb": round(peak, 1),
@@ -321,9 +355,9 @@ def run(engines: list[str], rounds: int, size: int, pythons: dict | None = None)
             "peak_above_import_mb": round(peak - hello["import_rss_mb"], 1),
             "optional_imports": hello["optional_imports"],
             "python": hello["python"],
-            "build_s": round(worker_.hello["build_s"], 2),
-            "first_call_s": {k: round(v, 2) for k, v in worker_.hello["first_call_s"].items()},
-            "versions": worker_.hello["versions"],
+            "build_s": round(hello["build_s"], 2),
+            "first_call_s": {k: round(v, 2) for k, v in hello["first_call_s"].items()},
+            "versions": hello["versions"],
         }
     ratios, spreads = {}, {}
     if "timm" in results:
@@ -347,6 +381,7 @@ def run(engines: list[str], rounds: int, size: int, pythons: dict | None = None)
         "model": "NFNet-F0",
         "input": f"{size}x{size}x3 float32",
         "rounds": rounds,
+        "legs": legs,
         "iters_per_round": ITERS,
         "machine": {
             "cpu": _cpu_name(),
@@ -423,6 +458,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--size", type=int, default=192)
+    parser.add_argument(
+        "--legs",
+        type=int,
+        default=1,
+        help="split the rounds into this many legs, each with fresh worker processes (default 1)",
+    )
     parser.add_argument("--engines", default=",".join(ENGINES))
     parser.add_argument("--json", help="also write the JSON report to this file")
     parser.add_argument("--markdown", action="store_true", help="also print the README table")
@@ -451,7 +492,7 @@ def main() -> None:
                 "and PATH an existing interpreter."
             )
         pythons[engine] = path
-    report = run(engines, args.rounds, args.size, pythons)
+    report = run(engines, args.rounds, args.size, pythons, args.legs)
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:
