@@ -1,11 +1,12 @@
 """Atomic file writes: a file holds its old contents or its complete new ones, never a part.
 
-Every file keras_nfnet writes (converted weights, checkpoints, saved models, exported TFLite,
-plots, experiment configs) goes through `atomic_path`: the writer fills a temporary file in the
-same folder, which is synced to disk and then moved over the target with ``os.replace`` (atomic
-within one file system, on POSIX and Windows). A writer that raises leaves the previous file
-untouched and its temporary removed; a process killed mid-write leaves the previous file
-untouched and a ``.tmp-*`` file beside it.
+Every file keras_nfnet and ``training/`` write themselves (weight downloads, converted weights,
+checkpoints, ``.keras`` models, TFLite flatbuffers, plots, configs) goes through `atomic_path`;
+TensorBoard logs and what Keras' own ``model.export`` writes do not. The writer fills a
+temporary file in the same folder, which is synced to disk and then moved over the target with
+``os.replace`` (atomic within one file system, on POSIX and Windows). A writer that raises leaves
+the previous file untouched and its temporary removed; a process killed mid-write leaves the
+previous file untouched and a ``.tmp-*`` file beside it.
 """
 
 from __future__ import annotations
