@@ -63,6 +63,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _cli import positive_int  # bench/ is on sys.path when a script in it runs
+
 REPO = Path(__file__).resolve().parents[1]
 ENGINES = ("keras_tf", "keras_tf_folded", "keras_jax", "timm")
 TASKS = ("forward_b1", "forward_b8", "train_b8")
@@ -456,11 +458,11 @@ def markdown(report: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--size", type=int, default=192)
+    parser.add_argument("--rounds", type=positive_int, default=5)
+    parser.add_argument("--size", type=positive_int, default=192)
     parser.add_argument(
         "--legs",
-        type=int,
+        type=positive_int,
         default=1,
         help="split the rounds into this many legs, each with fresh worker processes (default 1)",
     )
@@ -482,12 +484,16 @@ def main() -> None:
     engines = args.engines.split(",")
     unknown = [e for e in engines if e not in ENGINES]
     if unknown:
-        raise ValueError(f"Unknown engines {unknown}. Accepted: {', '.join(ENGINES)}.")
+        parser.error(f"unknown engines {unknown}; accepted: {', '.join(ENGINES)}.")
+    if args.legs > args.rounds:
+        parser.error(
+            f"--legs {args.legs} is more than --rounds {args.rounds}; each leg runs a round."
+        )
     pythons = {}
     for item in args.python:
         engine, sep, path = item.partition("=")
         if not sep or engine not in ENGINES or not Path(path).is_file():
-            raise ValueError(
+            parser.error(
                 f"--python {item!r}: expected ENGINE=PATH with ENGINE one of {', '.join(ENGINES)} "
                 "and PATH an existing interpreter."
             )
