@@ -52,6 +52,7 @@ The markdown table printed with ``--markdown`` is the README's "Performance" tab
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -63,7 +64,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _cli import positive_int  # bench/ is on sys.path when a script in it runs
+from _cli import int_parser  # bench/ is on sys.path when a script in it runs
 
 REPO = Path(__file__).resolve().parents[1]
 ENGINES = ("keras_tf", "keras_tf_folded", "keras_jax", "timm")
@@ -296,6 +297,10 @@ def _start_workers(engines: list[str], size: int, pythons: dict) -> dict:
     return workers
 
 
+def _flat(by_round: list[list[float]]) -> list[float]:
+    return [t for round_times in by_round for t in round_times]
+
+
 def _leg_rounds(rounds: int, legs: int) -> list[int]:
     """How many of the ``rounds`` each leg runs (as even as possible, every leg at least one)."""
     if not 1 <= legs <= rounds:
@@ -307,18 +312,16 @@ def run(
     engines: list[str], rounds: int, size: int, pythons: dict | None = None, legs: int = 1
 ) -> dict:
     load_before = _loadavg()
+    plan = _leg_rounds(rounds, legs)
     # per_round[engine][task][r]: the samples of round r, kept for per-round (paired) ratios;
-    # per_leg[engine][task][l]: all samples of leg l, taken by one worker process.
-    per_round, per_leg, peaks, hellos = {}, {}, {}, {}
+    # the legs are consecutive runs of rounds (`plan`), each served by one worker process.
+    per_round, peaks, hellos = {}, {}, {}
     r = 0
-    for leg, leg_rounds in enumerate(_leg_rounds(rounds, legs)):
+    for leg_rounds in plan:
         workers = _start_workers(engines, size, pythons or {})
         for engine, worker_ in workers.items():
             hellos.setdefault(engine, worker_.hello)  # build and first-call times of leg 1
-            for by_task in (per_round, per_leg):
-                by_task.setdefault(engine, {t: [] for t in worker_.hello["tasks"]})
-            for task in per_leg[engine]:
-                per_leg[engine][task].append([])
+            per_round.setdefault(engine, {t: [] for t in worker_.hello["tasks"]})
         for _ in range(leg_rounds):
             order = engines[r % len(engines) :] + engines[: r % len(engines)]  # who goes first
             for task in TASKS:
@@ -326,7 +329,6 @@ def run(
                     if task in per_round[engine]:
                         reply = workers[engine].call(op="run", task=task, iters=ITERS[task])
                         per_round[engine][task].append(reply["times"])
-                        per_leg[engine][task][leg].extend(reply["times"])
             r += 1
             print(f"[bench] round {r}/{rounds} done, load {_loadavg()}", file=sys.stderr)
         for engine, worker_ in workers.items():
@@ -338,7 +340,7 @@ def run(
         peak, hello = peaks[engine], hellos[engine]
         tasks = {}
         for task, by_round in per_round[engine].items():
-            times = [t for round_times in by_round for t in round_times]
+            times = _flat(by_round)
             median = statistics.median(times)
             tasks[task] = {
                 "median_s": round(median, 4),
@@ -348,7 +350,10 @@ def run(
                 "max_s": round(max(times), 4),
                 "times_s": [round(t, 4) for t in times],
                 # One median per worker process (leg): how far identical processes differ.
-                "leg_medians_s": [round(statistics.median(s), 4) for s in per_leg[engine][task]],
+                "leg_medians_s": [
+                    round(statistics.median(_flat(by_round[end - n : end])), 4)
+                    for n, end in zip(plan, itertools.accumulate(plan))
+                ],
             }
         results[engine] = {
             **tasks,
@@ -457,15 +462,7 @@ def markdown(report: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=positive_int, default=5)
-    parser.add_argument("--size", type=positive_int, default=192)
-    parser.add_argument(
-        "--legs",
-        type=positive_int,
-        default=1,
-        help="split the rounds into this many legs, each with fresh worker processes (default 1)",
-    )
+    parser = int_parser(__doc__, rounds=5, size=192, legs=1)  # --legs: see the docstring
     parser.add_argument("--engines", default=",".join(ENGINES))
     parser.add_argument("--json", help="also write the JSON report to this file")
     parser.add_argument("--markdown", action="store_true", help="also print the README table")
@@ -485,10 +482,10 @@ def main() -> None:
     unknown = [e for e in engines if e not in ENGINES]
     if unknown:
         parser.error(f"unknown engines {unknown}; accepted: {', '.join(ENGINES)}.")
-    if args.legs > args.rounds:
-        parser.error(
-            f"--legs {args.legs} is more than --rounds {args.rounds}; each leg runs a round."
-        )
+    try:
+        _leg_rounds(args.rounds, args.legs)
+    except ValueError as error:
+        parser.error(str(error))
     pythons = {}
     for item in args.python:
         engine, sep, path = item.partition("=")
