@@ -3,9 +3,10 @@
 ``keras_nfnet.NFNetF0(weights="imagenet")`` calls `load_pretrained_weights`, which
 
 1. returns at once if the converted Keras file is already in the cache;
-2. otherwise downloads the published checkpoint with `keras.utils.get_file` (its progress bar)
-   to a temporary name in the Keras cache (``$KERAS_HOME/models``, ``~/.keras/models`` by
-   default), checks its SHA-256 when one is pinned, and only then moves it into place;
+2. otherwise downloads the published checkpoint (`fetch`: a Keras progress bar, connect and
+   read timeouts from `download_timeouts`) to a temporary name in the Keras cache
+   (``$KERAS_HOME/models``, ``~/.keras/models`` by default), checks its SHA-256 when one is
+   pinned, and only then moves it into place;
 3. reads it (safetensors, or the DeepMind pickle through the restricted unpickler), fills every
    weight of the model strictly, and writes the converted ``.weights.h5`` beside the download
    (atomically), so later calls load that file and make no request.
@@ -36,18 +37,23 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import http.client
+import math
 import os
 import re
+import urllib.error
+import urllib.request
 
 import keras
 
-from keras_nfnet.atomic import atomic_path
+from keras_nfnet.atomic import atomic_path, remove_stale_temporaries
 from keras_nfnet.convert.checkpoint import (
     check_source,
     load_checkpoint_arrays,
     read_checkpoint,
     save_weights_atomic,
 )
+from keras_nfnet.models.common import load_weights_file
 from keras_nfnet.models.nfnet import NFNET_VARIANTS, NFNetVariant, get_variant
 
 TIMM_URL = "https://huggingface.co/timm/dm_nfnet_{v}.dm_in1k/resolve/main/model.safetensors"
@@ -177,52 +183,168 @@ def _download_name(name: str, source: str) -> str:
     return f"dm_nfnet_{name.lower()}.safetensors" if source == "timm" else f"{name}_haiku.npz"
 
 
+# Connect covers the TCP and TLS handshake; read bounds every wait for bytes (the response
+# headers and each block of the body), so a server that stalls at any point is given up on.
+DEFAULT_CONNECT_TIMEOUT_S = 30.0
+DEFAULT_READ_TIMEOUT_S = 60.0
+CONNECT_TIMEOUT_ENV = "KERAS_NFNET_CONNECT_TIMEOUT"
+READ_TIMEOUT_ENV = "KERAS_NFNET_READ_TIMEOUT"
+_CHUNK = 1 << 20
+
+
+def download_timeouts() -> tuple[float, float]:
+    """``(connect, read)`` timeouts in seconds for weight downloads.
+
+    The defaults are `DEFAULT_CONNECT_TIMEOUT_S` and `DEFAULT_READ_TIMEOUT_S`; the environment
+    variables ``KERAS_NFNET_CONNECT_TIMEOUT`` and ``KERAS_NFNET_READ_TIMEOUT`` (seconds, > 0)
+    override them.
+
+    Example:
+    >>> download_timeouts()
+    (30.0, 60.0)
+    """
+    values = []
+    for env, default in (
+        (CONNECT_TIMEOUT_ENV, DEFAULT_CONNECT_TIMEOUT_S),
+        (READ_TIMEOUT_ENV, DEFAULT_READ_TIMEOUT_S),
+    ):
+        raw = os.environ.get(env)
+        if raw is None or not raw.strip():
+            values.append(default)
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            value = float("nan")
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{env} must be a number of seconds > 0. Received: {env}={raw!r}.")
+        values.append(value)
+    return values[0], values[1]
+
+
+def _opener(read_timeout: float) -> urllib.request.OpenerDirector:
+    """A urllib opener (redirects, proxies as usual) whose sockets wait at most ``read_timeout``
+    for each read once connected; the connect timeout is the request's own ``timeout``."""
+
+    class HTTPConnection(http.client.HTTPConnection):
+        def connect(self):
+            super().connect()
+            self.sock.settimeout(read_timeout)
+
+    class HTTPSConnection(http.client.HTTPSConnection):
+        def connect(self):
+            super().connect()
+            self.sock.settimeout(read_timeout)
+
+    class HTTPHandler(urllib.request.HTTPHandler):
+        def http_open(self, req):
+            return self.do_open(HTTPConnection, req)
+
+    class HTTPSHandler(urllib.request.HTTPSHandler):
+        def https_open(self, req):
+            return self.do_open(HTTPSConnection, req, context=self._context)
+
+    return urllib.request.build_opener(HTTPHandler, HTTPSHandler)
+
+
+def fetch(url: str, path: str | os.PathLike, timeouts: tuple[float, float] | None = None) -> int:
+    """Download ``url`` into ``path`` with a Keras progress bar; return the number of bytes.
+
+    ``timeouts`` is ``(connect, read)`` in seconds (default `download_timeouts`). Raises
+    ``OSError`` on an HTTP error, a timeout, or a body shorter than its ``Content-Length``.
+    """
+    connect_timeout, read_timeout = timeouts or download_timeouts()
+    request = urllib.request.Request(url, headers={"User-Agent": "keras-nfnet"})
+    try:
+        response = _opener(read_timeout).open(request, timeout=connect_timeout)
+    except (urllib.error.URLError, TimeoutError) as error:
+        reason = getattr(error, "reason", error)
+        if isinstance(reason, TimeoutError):
+            raise OSError(
+                f"no answer within the timeouts ({connect_timeout:g} s to connect, "
+                f"{read_timeout:g} s for the response; set {CONNECT_TIMEOUT_ENV} / "
+                f"{READ_TIMEOUT_ENV} to change them)"
+            ) from None
+        raise OSError(str(error)) from None
+    with response, open(path, "wb") as file:
+        length = response.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else None
+        progress = keras.utils.Progbar(total, unit_name="B")
+        received = 0
+        while True:
+            try:
+                chunk = response.read(_CHUNK)
+            except TimeoutError:
+                raise OSError(
+                    f"the server stalled: no data for {read_timeout:g} s after {received} bytes "
+                    f"(set {READ_TIMEOUT_ENV} to wait longer)"
+                ) from None
+            except http.client.IncompleteRead as error:
+                received += len(error.partial)
+                break  # reported below with the byte counts
+            if not chunk:
+                break
+            file.write(chunk)
+            received += len(chunk)
+            progress.update(received)
+    if total is not None and received != total:
+        raise OSError(f"the connection closed after {received} of {total} bytes")
+    return received
+
+
+def offline_routes(name: str, source: str) -> str:
+    """What to do when the weights cannot be downloaded (named in every download error)."""
+    return (
+        f"Offline, download {PRETRAINED_WEIGHTS[name].urls[source]} elsewhere and either convert "
+        f"it: python -m keras_nfnet.convert --source {source} --variant {name} FILE "
+        f"nfnet_{name.lower()}.weights.h5, then pass weights='nfnet_{name.lower()}.weights.h5'; "
+        f"or copy it to {os.path.join(cache_dir(), 'models', _download_name(name, source))}."
+    )
+
+
 def download_checkpoint(name: str, source: str = "timm") -> str:
     """The cached checkpoint file of a registry entry, downloaded (and hash-checked) if needed.
 
     A download goes to a temporary name and is moved into place only after its hash matched
-    (when one is pinned), so a failed or corrupted download never sits in the cache.
+    (when one is pinned), so a failed, stalled or corrupted download never sits in the cache.
+    Temporaries that killed runs left in the cache folder are deleted first.
     """
     name = name.upper()
     entry = PRETRAINED_WEIGHTS[name]
     url, expected = entry.urls[check_source(source)], checkpoint_sha256(name, source)
     folder = os.path.join(cache_dir(), "models")
-    os.makedirs(folder, exist_ok=True)  # get_file falls back to /tmp for a missing folder
+    os.makedirs(folder, exist_ok=True)
+    remove_stale_temporaries(folder)
     target = os.path.join(folder, _download_name(name, source))
     if os.path.exists(target):
         if expected is None or file_sha256(target) == expected:
             return target
         print(f"Cached {target} does not have the pinned SHA-256 {expected}; downloading again.")
-    try:
-        # The download lands in a temporary file beside the target, which takes the target's
-        # name only after the hash check passed.
-        with atomic_path(target) as tmp:
-            keras.utils.get_file(
-                fname=os.path.basename(tmp),
-                origin=url,
-                cache_dir=cache_dir(),
-                cache_subdir="models",
-                force_download=True,
+    timeouts = download_timeouts()
+    print(f"Downloading {url}")
+    # The download lands in a temporary file beside the target, which takes the target's name
+    # only after the hash check passed.
+    with atomic_path(target) as tmp:
+        try:
+            fetch(url, tmp, timeouts)
+        except OSError as error:
+            raise OSError(
+                f"Downloading NFNet-{name} weights from {url} failed: {error}. Nothing was "
+                f"cached in {folder}. {offline_routes(name, source)}"
+            ) from None
+        actual = file_sha256(tmp)
+        if expected is not None and actual != expected:
+            raise ValueError(
+                f"SHA-256 mismatch for {url}: expected {expected}, got {actual}. The "
+                "download is corrupted or the file changed upstream; it was deleted, "
+                "nothing was cached."
             )
-            actual = file_sha256(tmp)
-            if expected is not None and actual != expected:
-                raise ValueError(
-                    f"SHA-256 mismatch for {url}: expected {expected}, got {actual}. The "
-                    "download is corrupted or the file changed upstream; it was deleted, "
-                    "nothing was cached."
-                )
-            if expected is None:
-                print(
-                    f"{url} has SHA-256 {actual}. No hash is pinned for NFNet-{name} "
-                    f"({source}): set KERAS_NFNET_SHA256_{name}_{source.upper()}={actual} to "
-                    "verify later downloads against it."
-                )
-    except ValueError:
-        raise
-    except Exception as error:  # get_file wraps HTTP/URL errors in a bare Exception
-        raise OSError(
-            f"Downloading NFNet-{name} weights from {url} failed: {error}. Nothing was cached."
-        ) from error
+        if expected is None:
+            print(
+                f"{url} has SHA-256 {actual}. No hash is pinned for NFNet-{name} "
+                f"({source}): set KERAS_NFNET_SHA256_{name}_{source.upper()}={actual} to "
+                "verify later downloads against it."
+            )
     return target
 
 
@@ -245,7 +367,10 @@ def load_pretrained_weights(
 ) -> str:
     """Fill ``model`` (an NFNet of ``variant``) with the published ImageNet weights.
 
-    Returns the path of the converted Keras weights file it loaded or wrote.
+    Returns the path of the converted Keras weights file it loaded or wrote. Every file that
+    fails a check leaves the cache: a download that does not parse or does not fit the model
+    exactly (names, shapes, dtypes, finite values) is deleted, and so is a converted file that
+    no longer loads, which is then rebuilt from the download. The next call downloads again.
 
     Example:
     >>> import keras_nfnet
@@ -254,17 +379,20 @@ def load_pretrained_weights(
     name, _ = find_checkpoint(variant)
     converted = converted_path(name, source, include_top)
     if os.path.exists(converted):
-        model.load_weights(converted)
-        return converted
+        try:
+            load_weights_file(model, converted)
+            return converted
+        except ValueError as error:
+            print(f"{error}\nDeleting the damaged cached file and converting again.")
+            os.remove(converted)
     checkpoint = download_checkpoint(name, source)
     try:
         arrays = read_checkpoint(source, checkpoint)
+        load_checkpoint_arrays(model, arrays, source, variant, include_top=include_top)
     except ValueError as error:
-        # A file that does not parse (truncated, say) must not stay in the cache and poison
-        # every later call.
+        # A file that fails any check must not stay in the cache and poison every later call.
         os.remove(checkpoint)
         raise ValueError(
-            f"{error} The cached file was deleted; the next call downloads again."
-        ) from error
-    load_checkpoint_arrays(model, arrays, source, variant, include_top=include_top)
+            f"{error} The cached file {checkpoint} was deleted; the next call downloads again."
+        ) from None
     return save_weights_atomic(model, converted)

@@ -17,14 +17,17 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ["KERAS_BACKEND"] = "tensorflow"
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
 _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
+from loopback import Server  # noqa: E402
 from tiny import TINY_VARIANT  # noqa: E402
 
+from keras_nfnet import weights  # noqa: E402
 from keras_nfnet.models.nfnet import NFNetVariant  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,3 +75,35 @@ def timm_reference(tmp_path_factory):
         return cache[key]
 
     return get
+
+
+@pytest.fixture
+def server():
+    """A loopback HTTP server (tests/loopback.py) serving ``server.files``."""
+    s = Server()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def tiny_files(timm_reference):
+    ref_dir = timm_reference("tiny", (64, 61))
+    return (ref_dir / "model.safetensors").read_bytes(), np.load(ref_dir / "reference.npz")
+
+
+@pytest.fixture
+def registry(server, tmp_path, monkeypatch):
+    """Point the Keras cache at tmp_path and register the tiny network's checkpoint."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+
+    def register(sha256=None, source="timm"):
+        entry = weights.PretrainedCheckpoint(
+            variant=TINY_VARIANT,
+            urls={source: f"{server.url}/tiny/model.{source}"},
+            sha256={source: sha256},
+            classes=10,
+        )
+        monkeypatch.setitem(weights.PRETRAINED_WEIGHTS, "TINY", entry)
+        return f"/tiny/model.{source}"
+
+    return register

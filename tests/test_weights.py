@@ -8,9 +8,7 @@ DeepMind-style dill pickle). Everything else is the code users run.
 from __future__ import annotations
 
 import hashlib
-import http.server
 import os
-import threading
 
 import dill
 import numpy as np
@@ -22,71 +20,6 @@ from keras_nfnet import weights
 from keras_nfnet.convert import nfnet_weight_map
 from keras_nfnet.convert.nfnet_map import keras_variable
 from keras_nfnet.models.nfnet import NFNet
-
-
-class Server:
-    """Serve ``files[path] = bytes`` on 127.0.0.1; ``short[path]`` declares more than it sends."""
-
-    def __init__(self):
-        self.files: dict[str, bytes] = {}
-        self.short: set[str] = set()
-        self.requests: list[str] = []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                server.requests.append(self.path)
-                data = server.files.get(self.path)
-                if data is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                length = len(data) * 2 if self.path in server.short else len(data)
-                self.send_header("Content-Length", str(length))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def server():
-    s = Server()
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def tiny_files(timm_reference):
-    ref_dir = timm_reference("tiny", (64, 61))
-    return (ref_dir / "model.safetensors").read_bytes(), np.load(ref_dir / "reference.npz")
-
-
-@pytest.fixture
-def registry(server, tmp_path, monkeypatch):
-    """Point the Keras cache at tmp_path and register the tiny network's checkpoint."""
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-
-    def register(sha256=None, source="timm"):
-        entry = weights.PretrainedCheckpoint(
-            variant=TINY_VARIANT,
-            urls={source: f"{server.url}/tiny/model.{source}"},
-            sha256={source: sha256},
-            classes=10,
-        )
-        monkeypatch.setitem(weights.PRETRAINED_WEIGHTS, "TINY", entry)
-        return f"/tiny/model.{source}"
-
-    return register
 
 
 def cache_files(tmp_path):

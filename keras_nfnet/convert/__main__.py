@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import sys
 
 from keras_nfnet.convert.checkpoint import SOURCES, convert_checkpoint
+from keras_nfnet.models.nfnet import get_variant
 
 
 def sha256_of(path: str) -> str:
@@ -35,10 +37,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("input", help="model.safetensors (timm) or F*_haiku.npz (deepmind)")
     parser.add_argument("output", help="the Keras weights file to write, *.weights.h5")
     args = parser.parse_args(argv)
+    # Every argument is checked before the (possibly 286 MB) input is read.
+    try:
+        get_variant(args.variant)
+    except ValueError as error:
+        parser.error(str(error))
+    if not os.path.isfile(args.input):
+        parser.error(f"input file {args.input!r} does not exist (or is not a file).")
+    if not args.output.endswith(".weights.h5"):
+        parser.error(f"the output must end in '.weights.h5'. Received: {args.output!r}.")
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(out_dir):
+        parser.error(f"the output folder {out_dir!r} does not exist.")
     print(f"input SHA-256: {sha256_of(args.input)}")
-    path = convert_checkpoint(
-        args.source, args.variant, args.input, args.output, include_top=not args.no_top
-    )
+    try:
+        path = convert_checkpoint(
+            args.source, args.variant, args.input, args.output, include_top=not args.no_top
+        )
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(f"wrote {path}")
     return 0
 

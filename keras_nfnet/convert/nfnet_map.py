@@ -101,9 +101,13 @@ def nfnet_weight_map(variant: str | NFNetVariant, include_top: bool = True) -> l
 
 
 def timm_to_keras_layout(array: np.ndarray, kind: str) -> np.ndarray:
-    """Re-lay a timm (PyTorch) tensor out as its Keras weight (checkpoints.md §2.4)."""
+    """Re-lay a timm (PyTorch) tensor out as its Keras weight (checkpoints.md §2.4).
+
+    The tensor must already have the exact timm shape of its Keras weight (`timm_shape`); a
+    reshape here would otherwise accept any tensor with the right number of elements.
+    """
     if kind == "conv_kernel":
-        return array.transpose(2, 3, 1, 0) if array.ndim == 4 else array
+        return array.transpose(2, 3, 1, 0)
     if kind == "gain":
         return array.reshape(-1)
     if kind == "se_kernel":
@@ -111,6 +115,40 @@ def timm_to_keras_layout(array: np.ndarray, kind: str) -> np.ndarray:
     if kind == "dense_kernel":
         return array.T
     return array
+
+
+def timm_shape(keras_shape: tuple[int, ...], kind: str) -> tuple[int, ...]:
+    """The exact shape timm stores a Keras weight of ``keras_shape`` and ``kind`` in.
+
+    Example:
+    >>> timm_shape((3, 3, 8, 16), "conv_kernel"), timm_shape((16,), "gain")
+    ((16, 8, 3, 3), (16, 1, 1, 1))
+    >>> timm_shape((256, 128), "se_kernel"), timm_shape((), "scalar")
+    ((128, 256, 1, 1), ())
+    """
+    shape = tuple(int(d) for d in keras_shape)
+    if kind == "conv_kernel":
+        height, width, fan_in, filters = shape
+        return (filters, fan_in, height, width)
+    if kind == "gain":
+        return (*shape, 1, 1, 1)
+    if kind == "se_kernel":
+        return (shape[1], shape[0], 1, 1)
+    if kind == "dense_kernel":
+        return (shape[1], shape[0])
+    return shape
+
+
+CHECKPOINT_DTYPE = np.dtype("float32")  # both sources publish float32 arrays only
+
+
+def check_dtype(key: str, array: np.ndarray) -> None:
+    """Refuse a checkpoint tensor that is not float32, naming its key and dtype."""
+    if array.dtype != CHECKPOINT_DTYPE:
+        raise ValueError(
+            f"Tensor {key!r} has dtype {array.dtype}; checkpoint tensors must be "
+            f"{CHECKPOINT_DTYPE} (the dtype both sources publish)."
+        )
 
 
 def keras_variable(model: keras.Model, entry: WeightEntry):
@@ -128,9 +166,10 @@ def assign_arrays(
 ) -> None:
     """Assign ``arrays[key_of(entry)]`` to every entry's variable, strictly.
 
-    Raises ``ValueError`` naming the key for a missing, extra, mis-shaped or non-finite tensor,
-    and if any weight of the model would be left unfilled. Nothing is assigned unless every check
-    passes.
+    Raises ``ValueError`` naming the key for a missing, extra, mis-shaped, non-float32 or
+    non-finite tensor, and if any weight of the model would be left unfilled. Nothing is
+    assigned unless every check passes. Arrays are never cast: a checkpoint of another dtype is
+    refused, not silently converted.
     """
     expected = {key_of(e): e for e in entries}
     missing = [k for k in expected if k not in arrays]
@@ -144,7 +183,8 @@ def assign_arrays(
     pending = []
     for key, entry in expected.items():
         variable = keras_variable(model, entry)
-        value = np.asarray(arrays[key], dtype="float32")
+        value = np.asarray(arrays[key])
+        check_dtype(key, value)
         if tuple(value.shape) != tuple(variable.shape):
             raise ValueError(
                 f"Shape mismatch for {key!r} -> {entry.layer}/{entry.attr}: checkpoint has "

@@ -7,12 +7,19 @@ import os
 import keras
 import numpy as np
 
-from keras_nfnet.convert.nfnet_map import assign_arrays, nfnet_weight_map, timm_to_keras_layout
+from keras_nfnet.convert.nfnet_map import (
+    assign_arrays,
+    check_dtype,
+    keras_variable,
+    nfnet_weight_map,
+    timm_shape,
+    timm_to_keras_layout,
+)
 from keras_nfnet.models.nfnet import NFNetVariant
 
 
 def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read every tensor of a safetensors file as a float32 NumPy array (executes no code)."""
+    """Read every tensor of a safetensors file as a NumPy array, dtype kept (executes no code)."""
     from safetensors.numpy import load_file
 
     try:
@@ -21,7 +28,7 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise ValueError(
             f"{os.fspath(path)!r} is not a readable safetensors file: {error}"
         ) from error
-    return {key: np.asarray(value, dtype="float32") for key, value in tensors.items()}
+    return {key: np.asarray(value) for key, value in tensors.items()}
 
 
 def load_timm_arrays(
@@ -33,14 +40,23 @@ def load_timm_arrays(
     """Load a timm ``dm_nfnet`` state dict (as NumPy arrays) into an NFNet built for ``variant``.
 
     With ``include_top=False`` the classifier tensors ``head.fc.*`` are dropped; every other key
-    must match exactly.
+    must match exactly, and every tensor must have its exact timm shape (`timm_shape`) and dtype
+    before it is re-laid out.
     """
     entries = nfnet_weight_map(variant, include_top=include_top)
     if not include_top:
         arrays = {k: v for k, v in arrays.items() if not k.startswith("head.fc.")}
-    by_key = {e.timm_key: e for e in entries}
-    converted = {
-        key: (timm_to_keras_layout(value, by_key[key].kind) if key in by_key else value)
-        for key, value in arrays.items()
-    }
+    converted = dict(arrays)
+    for entry in entries:
+        if entry.timm_key not in arrays:
+            continue  # assign_arrays names every missing key at once
+        value = np.asarray(arrays[entry.timm_key])
+        check_dtype(entry.timm_key, value)
+        want = timm_shape(keras_variable(model, entry).shape, entry.kind)
+        if tuple(value.shape) != want:
+            raise ValueError(
+                f"Shape mismatch for {entry.timm_key!r} -> {entry.layer}/{entry.attr}: "
+                f"checkpoint has {tuple(value.shape)}, timm's layout of this model is {want}."
+            )
+        converted[entry.timm_key] = timm_to_keras_layout(value, entry.kind)
     assign_arrays(model, entries, converted, key_of=lambda e: e.timm_key)

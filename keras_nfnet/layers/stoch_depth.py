@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import keras
 from keras import ops
 
@@ -10,11 +12,19 @@ from keras_nfnet.layers.registry import register
 
 
 def check_rate(rate: float, name: str = "stochdepth_rate") -> float:
-    """Return ``rate`` as a float if it lies in [0, 1), else raise ``ValueError``."""
-    rate = float(rate)
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"{name} must be in [0, 1). Received: {name}={rate}.")
-    return rate
+    """Return ``rate`` as a float if it is a number in [0, 1), else raise ``ValueError``.
+
+    Example:
+    >>> check_rate(0.25)
+    0.25
+    >>> check_rate("x", "dropout_rate")
+    Traceback (most recent call last):
+    ...
+    ValueError: dropout_rate must be a number in [0, 1). Received: dropout_rate='x'.
+    """
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0.0 <= rate < 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1). Received: {name}={rate!r}.")
+    return float(rate)
 
 
 @register

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Callable
 
@@ -21,6 +22,62 @@ def check_weights_path(weights) -> None:
         )
 
 
+def load_weights_file(model: keras.Model, path: str | os.PathLike) -> None:
+    """``model.load_weights(path)``, with an error that names the file and what it must be.
+
+    Keras reports an unreadable file as a bare h5py ``OSError`` without the path; this says which
+    file failed, why, and what a weights file for this model is.
+    """
+    path = os.fspath(path)
+    try:
+        model.load_weights(path)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(
+            f"Could not load weights from {path!r} into {model.name!r}: "
+            f"{type(error).__name__}: {error}. Expected a Keras '.weights.h5' file written by "
+            "model.save_weights (or python -m keras_nfnet.convert) from a model built with the "
+            "same arguments; the file may be truncated or of another format."
+        ) from None
+
+
+def check_bool(value, name: str) -> bool:
+    """Return ``value`` if it is a bool, else raise ``ValueError`` naming it."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False. Received: {name}={value!r}.")
+    return value
+
+
+def check_positive_int(value, name: str) -> int:
+    """Return ``value`` as an int if it is a positive integer (not a bool), else ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}.")
+    return int(value)
+
+
+def check_input_shape(input_shape) -> tuple:
+    """``(height, width, channels)``: sizes ``None`` or integers >= 32, channels an integer > 0."""
+    accepted = (
+        f"(height, width, channels) with height and width None or integers >= {MIN_INPUT_SIZE} "
+        "and channels a positive integer"
+    )
+    if not isinstance(input_shape, tuple | list) or len(input_shape) != 3:
+        raise ValueError(f"input_shape must be {accepted}. Received: input_shape={input_shape!r}.")
+    *sizes, channels = input_shape
+    for size in sizes:
+        if size is not None and (isinstance(size, bool) or not isinstance(size, numbers.Integral)):
+            raise ValueError(
+                f"input_shape must be {accepted}. Received: input_shape={input_shape!r}."
+            )
+        if size is not None and size < MIN_INPUT_SIZE:
+            raise ValueError(
+                f"Input height and width must be at least {MIN_INPUT_SIZE} for five stride-2 "
+                f"stages. Received: input_shape={tuple(input_shape)}."
+            )
+    if isinstance(channels, bool) or not isinstance(channels, numbers.Integral) or channels < 1:
+        raise ValueError(f"input_shape must be {accepted}. Received: input_shape={input_shape!r}.")
+    return tuple(None if s is None else int(s) for s in input_shape)
+
+
 def model_inputs(input_tensor, inputs):
     """The inputs to build the Functional model from (keras.applications convention)."""
     if input_tensor is not None:
@@ -33,22 +90,12 @@ def image_input(input_tensor, input_shape, weights, name: str = "input"):
     at least 32 px for five stride-2 stages)."""
     if input_shape is None:
         input_shape = (None, None, 3)
-    input_shape = tuple(input_shape)
-    if len(input_shape) != 3:
-        raise ValueError(
-            f"input_shape must be (height, width, channels). Received: input_shape={input_shape}."
-        )
+    input_shape = check_input_shape(input_shape)
     if weights is not None and input_shape[-1] != 3:
         raise ValueError(
             "Pretrained weights need 3 input channels (RGB). "
             f"Received: input_shape={input_shape} with weights={weights!r}."
         )
-    for size in input_shape[:2]:
-        if size is not None and size < MIN_INPUT_SIZE:
-            raise ValueError(
-                f"Input height and width must be at least {MIN_INPUT_SIZE} for five stride-2 "
-                f"stages. Received: input_shape={input_shape}."
-            )
     if input_tensor is None:
         return keras.Input(shape=input_shape, name=name)
     if not keras.utils.is_keras_tensor(input_tensor):
@@ -58,6 +105,7 @@ def image_input(input_tensor, input_shape, weights, name: str = "input"):
 
 def check_top(include_top: bool, pooling, classes: int, classifier_activation) -> None:
     """Validate the keras.applications head arguments."""
+    check_bool(include_top, "include_top")
     if include_top and pooling is not None:
         raise ValueError(
             "pooling applies only when include_top=False. "
@@ -65,8 +113,8 @@ def check_top(include_top: bool, pooling, classes: int, classifier_activation) -
         )
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling must be None, 'avg' or 'max'. Received: pooling={pooling!r}.")
-    if include_top and (not isinstance(classes, int) or classes < 1):
-        raise ValueError(f"classes must be a positive integer. Received: classes={classes!r}.")
+    if include_top:
+        check_positive_int(classes, "classes")
     if classifier_activation is not None:
         keras.activations.get(classifier_activation)
 

@@ -27,6 +27,7 @@ from keras_nfnet.models.common import (
     check_top,
     check_weights_path,
     image_input,
+    load_weights_file,
     model_inputs,
     variant_builder,
 )
@@ -277,7 +278,7 @@ def NFRegNet(
         name = f"nf_regnet_{key.lower()}"
     model = keras.Model(model_inputs(input_tensor, inputs), outputs, name=name)
     if weights is not None:
-        model.load_weights(weights)
+        load_weights_file(model, weights)
     return model
 
 

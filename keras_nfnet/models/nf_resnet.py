@@ -27,6 +27,7 @@ from keras_nfnet.models.common import (
     check_top,
     check_weights_path,
     image_input,
+    load_weights_file,
     model_inputs,
     variant_builder,
 )
@@ -303,7 +304,7 @@ def NFResNet(
         name = f"nf_resnet{key}" + ("_se" if use_se else "")
     model = keras.Model(model_inputs(input_tensor, inputs), outputs, name=name)
     if weights is not None:
-        model.load_weights(weights)
+        load_weights_file(model, weights)
     return model
 
 

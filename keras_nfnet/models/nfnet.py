@@ -43,6 +43,7 @@ from keras_nfnet.models.common import (
     check_top,
     check_weights_path,
     image_input,
+    load_weights_file,
     model_inputs,
     variant_builder,
 )
@@ -418,7 +419,7 @@ def NFNet(
     if weights == "imagenet":
         pretrained.load_pretrained_weights(model, variant, include_top=include_top)
     elif weights is not None:
-        model.load_weights(weights)
+        load_weights_file(model, weights)
     return model
 
 

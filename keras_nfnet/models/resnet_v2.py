@@ -25,6 +25,7 @@ from keras_nfnet.models.common import (
     check_top,
     check_weights_path,
     image_input,
+    load_weights_file,
     model_inputs,
 )
 from keras_nfnet.models.nf_resnet import (
@@ -175,7 +176,7 @@ def ResNetV2(
         name = f"resnet{_variant_name(v)}v2_{suffix}" + ("_se" if use_se else "")
     model = keras.Model(model_inputs(input_tensor, inputs), outputs, name=name)
     if weights is not None:
-        model.load_weights(weights)
+        load_weights_file(model, weights)
     return model
 
 
@@ -255,5 +256,5 @@ def SkipInitResNet(
         name = f"skipinit_resnet{_variant_name(v)}"
     model = keras.Model(model_inputs(input_tensor, inputs), outputs, name=name)
     if weights is not None:
-        model.load_weights(weights)
+        load_weights_file(model, weights)
     return model
