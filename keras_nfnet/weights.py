@@ -376,7 +376,7 @@ def load_pretrained_weights(
     >>> import keras_nfnet
     >>> model = keras_nfnet.NFNetF0(weights="imagenet")  # doctest: +SKIP
     """
-    name, _ = find_checkpoint(variant)
+    name, entry = find_checkpoint(variant)
     converted = converted_path(name, source, include_top)
     if os.path.exists(converted):
         try:
@@ -387,7 +387,7 @@ def load_pretrained_weights(
             os.remove(converted)
     checkpoint = download_checkpoint(name, source)
     try:
-        arrays = read_checkpoint(source, checkpoint)
+        arrays = read_checkpoint(source, checkpoint, variant, classes=entry.classes)
         load_checkpoint_arrays(model, arrays, source, variant, include_top=include_top)
     except ValueError as error:
         # A file that fails any check must not stay in the cache and poison every later call.

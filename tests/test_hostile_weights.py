@@ -16,6 +16,7 @@ import pytest
 import safetensors.numpy
 from conftest import TINY_VARIANT
 from loopback import StallingServer
+from test_hostile_pickles import binint, in_module
 from test_weights import cache_files, tiny_imagenet
 
 from keras_nfnet import weights
@@ -78,11 +79,23 @@ def test_the_good_file_loads_after_a_bad_one_was_refused(server, registry, tiny_
     assert cache_files(tmp_path) == ["dm_nfnet_tiny.safetensors", "nfnet_tiny_timm.weights.h5"]
 
 
-def test_a_refused_deepmind_pickle_is_removed_from_the_cache(server, registry, tmp_path):
-    server.files[registry(source="deepmind")] = pickle.dumps(print)  # a global off the allowlist
+HUGE_ARRAY = in_module(b"cnumpy\nndarray\n(" + binint(65536) + binint(65536) + b"t\x85R")
+DEEPMIND_BAD_FILES = {
+    "global_off_the_allowlist": (pickle.dumps(print), r"builtins\.print"),
+    "32_GiB_array": (HUGE_ARRAY, r"shape \(65536, 65536\)"),
+    "list_leaf": (pickle.dumps({"NFNet/~/linear": {"w": [[0.0] * 8] * 8}}), "is a list"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DEEPMIND_BAD_FILES))
+def test_a_refused_deepmind_pickle_is_removed_from_the_cache(case, server, registry, tmp_path):
+    data, message = DEEPMIND_BAD_FILES[case]
+    server.files[registry(source="deepmind")] = data
     model = NFNet(TINY_VARIANT, classes=10)
-    with pytest.raises(ValueError, match=r"builtins\.print.*was deleted"):
+    start = time.monotonic()
+    with pytest.raises(ValueError, match=f"{message}.*was deleted"):
         weights.load_pretrained_weights(model, TINY_VARIANT, source="deepmind")
+    assert time.monotonic() - start < 10
     assert cache_files(tmp_path) == []
 
 

@@ -13,7 +13,11 @@ import keras
 import numpy as np
 
 from keras_nfnet.atomic import atomic_path
-from keras_nfnet.convert.deepmind import load_deepmind_arrays, read_deepmind
+from keras_nfnet.convert.deepmind import (
+    expected_deepmind_shapes,
+    load_deepmind_arrays,
+    read_deepmind,
+)
 from keras_nfnet.convert.timm import load_timm_arrays, read_safetensors
 from keras_nfnet.models.nfnet import NFNetVariant
 
@@ -30,11 +34,19 @@ def check_source(source: str) -> str:
     return source
 
 
-def read_checkpoint(source: str, path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read every tensor of a checkpoint file, keyed by the source's own names, as float32."""
+def read_checkpoint(
+    source: str, path: str | os.PathLike, variant: str | NFNetVariant | None = None, classes=1000
+) -> dict[str, np.ndarray]:
+    """Read every tensor of a checkpoint file, keyed by the source's own names, dtypes kept.
+
+    With ``variant``, a DeepMind pickle is read against that variant's layout with ``classes``
+    outputs (`expected_deepmind_shapes`): it can allocate only those arrays. Without it the
+    generic bounds of `keras_nfnet.convert.deepmind` apply.
+    """
     if check_source(source) == "timm":
         return read_safetensors(path)
-    return read_deepmind(path)
+    expected = None if variant is None else expected_deepmind_shapes(variant, classes=classes)
+    return read_deepmind(path, expected)
 
 
 def checkpoint_classes(source: str, arrays: Mapping[str, np.ndarray]) -> int:
