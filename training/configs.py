@@ -3,23 +3,57 @@
 An experiment is a nested dataclass (`ExperimentConfig`). `get_experiment(name)` returns a fresh
 copy; `apply_overrides` applies a YAML file's nested dict or ``--params_override`` dotted keys,
 checking every key and coercing every value to the field's type, so a typo fails instead of being
-ignored. `to_dict` / `write_yaml` serialize the config the run actually used.
+ignored. `validate` then checks every value against `CONSTRAINTS` (and a few settings that depend
+on each other) before anything is built or written; `to_dict` / `dump_yaml` serialize the config
+the run actually used.
+
+Every refusal is a `ConfigError` (a ValueError) whose message names the key, the value received
+and what is accepted; ``python -m training.train`` prints it as one ``error: ...`` line.
+
+YAML is read with YAML 1.2 floats: ``1e-3`` is the number 0.001 (PyYAML alone follows YAML 1.1,
+where a float needs a dot, and reads ``1e-3`` as a string). Numpy scalars (``np.float32(0.01)``,
+``np.int64(3)``) are accepted wherever a Python number is.
 
 Example:
 >>> cfg = get_experiment("digits_nfnet")
->>> cfg = apply_overrides(cfg, parse_params_override("trainer.train_epochs=2,train_data.seed=3"))
->>> cfg.trainer.train_epochs, cfg.train_data.seed
-(2.0, 3)
+>>> overrides = parse_params_override("trainer.train_epochs=2,optimizer.agc_eps=1e-3")
+>>> cfg = apply_overrides(cfg, overrides)
+>>> cfg.trainer.train_epochs, cfg.optimizer.agc_eps
+(2.0, 0.001)
+>>> validate(apply_overrides(cfg, {"trainer": {"steps_per_loop": -1}}))
+Traceback (most recent call last):
+...
+training.configs.ConfigError: trainer.steps_per_loop must be an integer >= 1, ... Received: -1.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
+import os
+import re
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
+import numpy as np
 import yaml
+
+SOURCES = ("tfds", "image_folder", "digits")
+EVAL_TRANSFORMS = ("resize_crop_32", "resize")
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+PRECISIONS = ("auto", "float32", "bfloat16")
+EVAL_WEIGHTS = ("raw", "ema", "both")
+VERBOSITIES = (0, 1, 2)
+
+
+class ConfigError(ValueError):
+    """A setting the run refuses before it starts: a config value, a config file or
+    ``--params_override`` text, or what ``model_dir`` holds (an incompatible or unreadable
+    checkpoint). The message names the key (or file), the value received and what is accepted;
+    the CLI prints it as one ``error: ...`` line and exits with status 2."""
 
 
 @dataclasses.dataclass
@@ -141,96 +175,192 @@ def registered_experiments() -> list[str]:
 
 
 def get_experiment(name: str) -> ExperimentConfig:
-    """A fresh config of a registered experiment; ValueError listing the registered ones."""
+    """A fresh config of a registered experiment; `ConfigError` listing the registered ones."""
     names = registered_experiments()
     if name not in _REGISTRY:
-        raise ValueError(
+        raise ConfigError(
             f"Unknown experiment {name!r}. Registered experiments: {', '.join(names)}."
         )
     return _REGISTRY[name]()
 
 
-def _coerce(value, annotation, key: str):
-    """Coerce ``value`` to the field type ``annotation`` (a string annotation resolved already)."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, key)
-            except ValueError as err:
-                errors.append(str(err))
-        raise ValueError("; ".join(errors))
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
+# ----------------------------------------------------------------------------- coercion
+
+_KINDS = {
+    bool: "a bool (true or false)",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    dict: "a mapping",
+    list: "a list",
+}
+
+
+def _to_float(value: numbers.Real) -> float:
+    # A numpy float narrower than float64 converts through its shortest decimal form, so
+    # np.float32(0.01) becomes 0.01 (what was meant), not 0.009999999776482582.
+    if isinstance(value, np.floating) and np.dtype(type(value)).itemsize < 8:
+        return float(str(value))
+    return float(value)
+
+
+def _convert(value, kind):
+    """``value`` as ``kind`` (a non-union annotation); TypeError if it is not one."""
+    is_bool = isinstance(value, bool | np.bool_)
+    if kind is bool:
+        if is_bool:
+            return bool(value)
         if isinstance(value, str) and value.lower() in ("true", "false"):
             return value.lower() == "true"
-        raise ValueError(f"{key} must be a bool. Received: {value!r}.")
-    if annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
+    elif kind is int:
+        if isinstance(value, numbers.Integral) and not is_bool:
             return int(value)
-        raise ValueError(f"{key} must be an integer. Received: {value!r}.")
-    if annotation is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        raise ValueError(f"{key} must be a number. Received: {value!r}.")
-    if annotation is str:
+        if isinstance(value, numbers.Real) and not is_bool and float(value).is_integer():
+            return int(value)
+    elif kind is float:
+        if isinstance(value, numbers.Real) and not is_bool:
+            return _to_float(value)
+    elif kind is str:
         if isinstance(value, str):
-            return value
-        raise ValueError(f"{key} must be a string. Received: {value!r}.")
-    if annotation is dict or origin is dict:
-        if isinstance(value, dict):
+            return str(value)
+    elif kind is dict or typing.get_origin(kind) is dict:
+        if isinstance(value, Mapping):
             return dict(value)
-        raise ValueError(f"{key} must be a mapping. Received: {value!r}.")
-    if annotation is list or origin is list:
+    elif kind is list or typing.get_origin(kind) is list:
         if isinstance(value, list | tuple):
             return list(value)
-        raise ValueError(f"{key} must be a list. Received: {value!r}.")
-    return value
+    else:
+        return value
+    raise TypeError(kind)
+
+
+def _coerce(value, annotation, key: str):
+    """Coerce ``value`` to the field type ``annotation`` (a string annotation resolved already).
+
+    Accepts numpy scalars where a Python bool/int/float is expected.
+
+    Raises:
+        ConfigError: naming ``key``, the value and the accepted type(s).
+    """
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        kinds = [a for a in typing.get_args(annotation) if a is not type(None)]
+        nullable = len(kinds) < len(typing.get_args(annotation))
+    else:
+        kinds, nullable = [annotation], False
+    if value is None and nullable:
+        return None
+    for kind in kinds:
+        try:
+            return _convert(value, kind)
+        except TypeError:
+            continue
+    accepted = " or ".join(_KINDS.get(typing.get_origin(k) or k, str(k)) for k in kinds)
+    accepted += " or null" if nullable else ""
+    raise ConfigError(f"{key} must be {accepted}. Received: {value!r}.")
 
 
 def apply_overrides(config, overrides: dict, prefix: str = ""):
     """Apply a nested dict of overrides to a dataclass config in place and return it.
 
+    Values are coerced to the fields' types (`validate` checks their ranges afterwards).
+
     Raises:
-        ValueError: naming the first key that is not a config field (with the accepted ones), or
-            a value of the wrong type.
+        ConfigError: naming the first key that is not a config field (with the accepted ones),
+            a value of the wrong type, or a value given for a whole section.
     """
-    if not isinstance(overrides, dict):
-        raise ValueError(f"Overrides for {prefix or 'the config'} must be a mapping: {overrides!r}")
+    if not isinstance(overrides, Mapping):
+        raise ConfigError(
+            f"Overrides for {prefix.rstrip('.') or 'the config'} must be a mapping. "
+            f"Received: {overrides!r}."
+        )
     fields = {f.name: f for f in dataclasses.fields(config)}
     hints = typing.get_type_hints(type(config))
     for key, value in overrides.items():
         full = f"{prefix}{key}"
         if key not in fields:
-            raise ValueError(
+            raise ConfigError(
                 f"Unknown config key {full!r}. Accepted keys under "
                 f"{prefix.rstrip('.') or 'the top level'}: {', '.join(sorted(fields))}."
             )
         current = getattr(config, key)
         if dataclasses.is_dataclass(current):
+            if not isinstance(value, Mapping):
+                names = [f.name for f in dataclasses.fields(current)]
+                raise ConfigError(
+                    f"{full} is a config section, not a value: set the keys under it (e.g. "
+                    f"{full}.{names[0]}=...). Received: {full}={value!r}. Accepted keys under "
+                    f"{full}: {', '.join(sorted(names))}."
+                )
             apply_overrides(current, value, prefix=f"{full}.")
         else:
             setattr(config, key, _coerce(value, hints[key], full))
     return config
 
 
+# ----------------------------------------------------------------------------- YAML
+
+
+_YAML12_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+
+
+class _Loader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that also reads ``1e-3``, ``2E5``, ``1.0e3`` as floats (YAML 1.2)."""
+
+
+class _Dumper(yaml.SafeDumper):
+    """`yaml.SafeDumper` that quotes strings `_Loader` would read as floats."""
+
+
+for _cls in (_Loader, _Dumper):
+    _cls.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+0123456789."))
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """A one-line description of a YAML error (the parser's own message spans several)."""
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem:
+        where = err.problem_mark
+        text = " ".join(p for p in (err.context, err.problem) if p)
+        if where is not None:
+            text += f" (line {where.line + 1}, column {where.column + 1})"
+        return text
+    return " ".join(str(err).split())
+
+
+def load_yaml_text(text: str, what: str = "YAML text"):
+    """Parse ``text`` as YAML (with YAML 1.2 floats); ``what`` names it in the error.
+
+    Example:
+    >>> load_yaml_text("eps: 1e-3")
+    {'eps': 0.001}
+    >>> load_yaml_text("a: [1, 2", "Config file 'c.yaml'")
+    Traceback (most recent call last):
+    ...
+    training.configs.ConfigError: Config file 'c.yaml' is not valid YAML: while parsing a flow \
+sequence expected ',' or ']', but got '<stream end>' (line 1, column 9).
+
+    Raises:
+        ConfigError: ``what`` is not valid YAML (one line: the problem, its line and column).
+    """
+    try:
+        return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{what} is not valid YAML: {_yaml_problem(err)}.") from err
+
+
 def parse_params_override(text: str) -> dict:
     """``"a.b=1,c=[1, 2]"`` -> ``{"a": {"b": 1}, "c": [1, 2]}``; values are parsed as YAML.
 
-    Commas inside brackets do not split.
+    Commas inside brackets do not split. A key given twice keeps its last value; mappings given
+    for the same key are merged.
 
     Example:
     >>> parse_params_override("model.variant_overrides.depths=[1, 1],trainer.seed=2")
     {'model': {'variant_overrides': {'depths': [1, 1]}}, 'trainer': {'seed': 2}}
+
+    Raises:
+        ConfigError: an entry without ``=``, an empty key part, a value that is not valid YAML
+            (naming the entry), or a key set both to a value and to keys under it
+            (``trainer=3,trainer.seed=1``).
     """
     result: dict = {}
     if not text or not text.strip():
@@ -249,24 +379,66 @@ def parse_params_override(text: str) -> dict:
         if not item.strip():
             continue
         if "=" not in item:
-            raise ValueError(
+            raise ConfigError(
                 f"--params_override entries must look like key.subkey=value. Received: {item!r}."
             )
         key, raw = item.split("=", 1)
-        node = result
         parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+        if not all(parts):
+            raise ConfigError(
+                f"--params_override keys must be dot-separated names (e.g. trainer.seed). "
+                f"Received: {key.strip()!r} in {item!r}."
+            )
+        what = f"--params_override entry {item.strip()!r}"
+        value = load_yaml_text(raw, what) if raw.strip() else ""
+        _set_path(result, parts, value, text)
     return result
 
 
+def _set_path(tree: dict, parts: list[str], value, text: str, prefix: str = "") -> None:
+    """Set ``tree[parts[0]]...[parts[-1]] = value``, merging mappings; refuse a key that would
+    be both a value and a section."""
+
+    def conflict(path: str, old) -> ConfigError:
+        return ConfigError(
+            f"--params_override sets {path!r} both to a value ({old!r}) and to keys under it; "
+            f"give one or the other. Received: {text!r}."
+        )
+
+    node = tree
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise conflict(prefix + ".".join(parts[: i + 1]), child)
+        node = child
+    leaf, old = parts[-1], node.get(parts[-1])
+    path = prefix + ".".join(parts)
+    if isinstance(old, dict) and isinstance(value, dict):
+        for k, v in value.items():
+            _set_path(old, [k], v, text, prefix=f"{path}.")
+    elif isinstance(old, dict) or (leaf in node and isinstance(value, dict)):
+        raise conflict(path, value if isinstance(old, dict) else old)
+    else:
+        node[leaf] = value
+
+
 def load_yaml(path: str) -> dict:
-    """Read a YAML config file as a nested dict."""
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
+    """Read a YAML config file as a nested dict.
+
+    Raises:
+        ConfigError: naming ``path``: it cannot be read, is not valid YAML, or does not hold a
+            mapping at the top level.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"Config file {path!r} cannot be read: {err}.") from err
+    data = load_yaml_text(text, f"Config file {path!r}") or {}
     if not isinstance(data, dict):
-        raise ValueError(f"Config file {path!r} must hold a mapping at the top level.")
+        raise ConfigError(
+            f"Config file {path!r} must hold a mapping at the top level. Received: {data!r}."
+        )
     return data
 
 
@@ -284,4 +456,289 @@ def to_dict(config) -> dict:
 
 
 def dump_yaml(config) -> str:
-    return yaml.safe_dump(to_dict(config), sort_keys=False)
+    """The config as YAML text (`load_yaml` reads it back to the same values)."""
+    return yaml.dump(to_dict(config), Dumper=_Dumper, sort_keys=False)
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """The values one field accepts.
+
+    Attributes:
+        accepted: what is accepted, after "must be" in the error; ``{number}`` is replaced by
+            "an integer" or "a number" from the field's type.
+        check: true for an accepted (already type-coerced, non-null) value.
+        null: what null means, for a field that may be null (said in the error).
+    """
+
+    accepted: str | Callable[[], str]
+    check: Callable[[Any], bool]
+    null: str | None = None
+
+    def describe(self, annotation) -> str:
+        accepted = self.accepted() if callable(self.accepted) else self.accepted
+        number = "an integer" if int in (annotation, *typing.get_args(annotation)) else "a number"
+        text = accepted.replace("{number}", number)
+        return f"{text}, or null ({self.null})" if self.null else text
+
+
+def _finite(v) -> bool:
+    if isinstance(v, numbers.Integral):
+        return True  # (math.isfinite would overflow on ints beyond the float range)
+    return isinstance(v, numbers.Real) and math.isfinite(v)
+
+
+def at_least(low: float, *, null: str | None = None) -> Rule:
+    """Finite values ``>= low``."""
+    return Rule(f"{{number}} >= {low:g}", lambda v: _finite(v) and v >= low, null)
+
+
+def above(low: float, *, null: str | None = None) -> Rule:
+    """Finite values ``> low``."""
+    return Rule(f"{{number}} > {low:g}", lambda v: _finite(v) and v > low, null)
+
+
+def in_range(low: float, high: float, *, null: str | None = None) -> Rule:
+    """Values in the half-open interval ``[low, high)``."""
+    return Rule(
+        f"{{number}} in [{low:g}, {high:g})", lambda v: _finite(v) and low <= v < high, null
+    )
+
+
+def one_of(*choices, null: str | None = None) -> Rule:
+    """One of ``choices``."""
+    return Rule(f"one of {', '.join(map(repr, choices))}", lambda v: v in choices, null)
+
+
+def _variants() -> tuple[str, ...]:
+    from keras_nfnet.models.nfnet import NFNET_VARIANTS
+
+    return tuple(NFNET_VARIANTS)
+
+
+def _variant_fields() -> tuple[str, ...]:
+    from keras_nfnet.models.nfnet import NFNetVariant
+
+    return tuple(f.name for f in dataclasses.fields(NFNetVariant))
+
+
+def _numerics() -> tuple[str, ...]:
+    from keras_nfnet.models.nfnet import NUMERICS
+
+    return tuple(NUMERICS)
+
+
+def _are_patterns(values: list) -> bool:
+    try:
+        return all(isinstance(v, str) and re.compile(v) for v in values)
+    except re.error:
+        return False
+
+
+def _is_init_checkpoint(value: str) -> bool:
+    return value == "imagenet" or (value.endswith(".keras") and os.path.exists(value))
+
+
+# Per-field constraints, by section type (train_data and eval_data share DataConfig's). A field
+# that may be null accepts null; every other value must pass its rule. Fields not listed accept
+# any value of their type.
+CONSTRAINTS: dict[type, dict[str, Rule]] = {
+    ModelConfig: {
+        "variant": Rule(
+            lambda: f"an NFNet variant ({', '.join(_variants())})",
+            lambda v: v.upper() in _variants(),
+        ),
+        "variant_overrides": Rule(
+            lambda: f"a mapping with NFNetVariant fields as keys ({', '.join(_variant_fields())})",
+            lambda v: all(k in _variant_fields() for k in v),
+        ),
+        "num_classes": at_least(0),  # 0: from the dataset
+        "dropout_rate": in_range(0, 1, null="the variant's"),
+        "stochdepth_rate": in_range(0, 1, null="the variant's"),
+        "numerics": Rule(
+            lambda: f"one of {', '.join(map(repr, _numerics()))}", lambda v: v in _numerics()
+        ),
+        "init_checkpoint": Rule(
+            "'imagenet' or an existing .keras model file",
+            _is_init_checkpoint,
+            null="train from scratch",
+        ),
+    },
+    DataConfig: {
+        "source": one_of(*SOURCES),
+        "image_size": at_least(1),
+        "global_batch_size": at_least(1),
+        "shuffle_buffer_size": at_least(1),
+        "mixup_alpha": above(0),
+        "randaugment": Rule(
+            "an integer 100*layers + magnitude (e.g. 405, 415)",
+            lambda v: v >= 100,
+            null="no RandAugment",
+        ),
+        "eval_transform": one_of(*EVAL_TRANSFORMS),
+        "seed": at_least(0),
+        "num_parallel_calls": Rule(
+            "-1 (tf.data.AUTOTUNE) or an integer >= 1", lambda v: v == -1 or v >= 1
+        ),
+    },
+    OptimizerConfig: {
+        "base_learning_rate": above(0),
+        "momentum": in_range(0, 1),
+        "warmup_epochs": at_least(0),
+        "end_learning_rate": at_least(0),
+        "weight_decay": at_least(0),
+        "agc_clipping": above(0, null="no AGC"),
+        "agc_eps": above(0),
+        "agc_exclude": Rule(
+            "a list of regular expressions (searched in variable paths)",
+            _are_patterns,
+            null="the classifier kernel",
+        ),
+        "ema_decay": in_range(0, 1, null="no EMA"),
+        "label_smoothing": in_range(0, 1),
+    },
+    TrainerConfig: {
+        "train_epochs": above(0),
+        "train_steps": at_least(1, null="from train_epochs"),
+        "steps_per_loop": at_least(1, null="one loop per data epoch"),
+        "validation_interval": at_least(1),
+        "validation_steps": at_least(1, null="the whole eval split"),
+        "eval_weights": one_of(*EVAL_WEIGHTS),
+        "precision": one_of(*PRECISIONS),
+        "seed": Rule("an integer in [0, 2**32)", lambda v: 0 <= v < 2**32),
+        "num_train_examples": at_least(1, null="from the dataset"),
+        "verbose": one_of(*VERBOSITIES),
+    },
+    RuntimeConfig: {"strategy": one_of(*STRATEGIES)},
+}
+
+
+def metric_names(num_classes: int) -> tuple[str, ...]:
+    """What one evaluation of one set of weights reports (``top5_accuracy`` above 5 classes).
+
+    Example:
+    >>> metric_names(10), metric_names(3)
+    (('loss', 'accuracy', 'top5_accuracy'), ('loss', 'accuracy'))
+    """
+    return ("loss", "accuracy") + (("top5_accuracy",) if num_classes > 5 else ())
+
+
+def evaluates_ema(config: ExperimentConfig) -> bool:
+    """Whether evaluations include the EMA weights (``ema_``-prefixed metrics)."""
+    return config.trainer.eval_weights != "raw" and config.optimizer.ema_decay is not None
+
+
+def eval_metric_names(config: ExperimentConfig) -> tuple[str, ...]:
+    """The metric names an evaluation of this run reports: raw ones unless ``eval_weights`` is
+    ``"ema"``, ``ema_`` ones when the EMA weights are evaluated. With ``model.num_classes=0``
+    (from the dataset) ``top5_accuracy`` is assumed; the runner checks again once it is known.
+
+    Example:
+    >>> eval_metric_names(get_experiment("digits_nfnet"))  # doctest: +NORMALIZE_WHITESPACE
+    ('loss', 'accuracy', 'top5_accuracy', 'ema_loss', 'ema_accuracy', 'ema_top5_accuracy')
+    """
+    base = metric_names(config.model.num_classes or 6)
+    ema = evaluates_ema(config)
+    raw = base if config.trainer.eval_weights != "ema" or not ema else ()
+    return raw + (tuple(f"ema_{n}" for n in base) if ema else ())
+
+
+def best_metric_key(config: ExperimentConfig) -> str:
+    """The evaluation metric that picks ``best.keras``: ``trainer.best_metric``, with the
+    ``ema_`` prefix added when the EMA weights are evaluated (an ``ema_`` name is taken as is).
+    Metrics named ``*loss`` are minimized, the others maximized."""
+    name = config.trainer.best_metric
+    if name.startswith("ema_") or not evaluates_ema(config):
+        return name
+    return f"ema_{name}"
+
+
+def _check_best_metric(config: ExperimentConfig) -> None:
+    reported = eval_metric_names(config)
+    if best_metric_key(config) in reported:
+        return
+    base = metric_names(config.model.num_classes or 6)
+    accepted = base + (tuple(f"ema_{n}" for n in base) if evaluates_ema(config) else ())
+    note = (
+        " (a name without ema_ means its ema_ form, as the EMA weights are evaluated)"
+        if evaluates_ema(config)
+        else " (no EMA weights are evaluated: eval_weights='raw' or ema_decay=null)"
+    )
+    raise ConfigError(
+        f"trainer.best_metric must be one of the metrics this run evaluates: "
+        f"{', '.join(map(repr, accepted))}{note}. Received: {config.trainer.best_metric!r}."
+    )
+
+
+def _check_cross_fields(config: ExperimentConfig, num_replicas: int) -> None:
+    if config.trainer.eval_weights == "ema" and config.optimizer.ema_decay is None:
+        raise ConfigError(
+            "trainer.eval_weights must be 'raw' or 'both' when optimizer.ema_decay is null (there "
+            "are no EMA weights to evaluate; or set optimizer.ema_decay). Received: 'ema'."
+        )
+    _check_best_metric(config)
+    for section in ("train_data", "eval_data"):
+        data = getattr(config, section)
+        if data.source == "image_folder" and not data.folder:
+            raise ConfigError(
+                f"{section}.folder must be an image folder (folder/<class>/<image>) when "
+                f"{section}.source is 'image_folder'. Received: {data.folder!r}."
+            )
+        batch = data.global_batch_size
+        if batch % num_replicas:
+            raise ConfigError(
+                f"{section}.global_batch_size must be divisible by the number of replicas "
+                f"({num_replicas}). Received: {batch}."
+            )
+    train = config.train_data
+    if train.mixup_cutmix and (train.global_batch_size // num_replicas) % 2:
+        raise ConfigError(
+            f"train_data.global_batch_size must be a multiple of 2 x {num_replicas} replica(s) "
+            "with train_data.mixup_cutmix=true (MixUp/CutMix pair the two halves of each "
+            f"per-replica batch). Received: {train.global_batch_size}."
+        )
+
+
+def validate(config: ExperimentConfig, num_replicas: int | None = None) -> ExperimentConfig:
+    """Check every setting of ``config`` before anything is built or written; return it.
+
+    Each field is coerced to its type (numpy scalars become Python numbers) and checked against
+    its `CONSTRAINTS` rule; then the settings that depend on each other: ``best_metric`` must be
+    a metric the run evaluates (`eval_metric_names`), ``eval_weights='ema'`` needs an
+    ``ema_decay``, an ``image_folder`` source needs a ``folder``, and the global batch sizes
+    must split evenly over ``num_replicas`` (1 when not given; even halves with MixUp/CutMix).
+    Cheap and idempotent: the runner calls it again once the strategy and the dataset's class
+    count are known.
+
+    Example:
+    >>> cfg = get_experiment("digits_nfnet")
+    >>> cfg.optimizer.base_learning_rate = np.float32(0.01)
+    >>> validate(cfg).optimizer.base_learning_rate
+    0.01
+    >>> cfg.trainer.best_metric = "f1"
+    >>> validate(cfg)
+    Traceback (most recent call last):
+    ...
+    training.configs.ConfigError: trainer.best_metric must be one of ... Received: 'f1'.
+
+    Raises:
+        ConfigError: naming the first refused key, the value received and what is accepted.
+    """
+    for section in dataclasses.fields(config):
+        sub = getattr(config, section.name)
+        hints = typing.get_type_hints(type(sub))
+        rules = CONSTRAINTS.get(type(sub), {})
+        for field in dataclasses.fields(sub):
+            key = f"{section.name}.{field.name}"
+            value = _coerce(getattr(sub, field.name), hints[field.name], key)
+            setattr(sub, field.name, value)
+            rule = rules.get(field.name)
+            if rule is not None and value is not None and not rule.check(value):
+                raise ConfigError(
+                    f"{key} must be {rule.describe(hints[field.name])}. Received: {value!r}."
+                )
+    _check_cross_fields(config, num_replicas or 1)
+    return config

@@ -18,8 +18,14 @@ Design:
   raw, when MixUp/CutMix consume two images per output, §14.6 step 4).
 
 Corrupt files in an image folder are found up front (every file is decoded once in a parallel
-pass), **skipped with a warning that counts them**, and reported in ``metrics.json``; set
-``skip_corrupt_images=False`` to get a ValueError that lists them instead.
+pass), **skipped with a warning that counts them**, and reported in ``metrics.json``
+(``skipped_images``: distinct files, once even when train and eval read the same folder;
+``skipped_images_per_split``: per split); set ``skip_corrupt_images=False`` to get a ValueError
+that lists them instead.
+
+Settings the data cannot satisfy (a missing folder or ImageNet manual directory, an unknown TFDS
+dataset, corrupt files with ``skip_corrupt_images=False``, a batch that does not split over the
+replicas) raise `training.configs.ConfigError`, before the run writes anything.
 """
 
 from __future__ import annotations
@@ -34,11 +40,9 @@ import tensorflow as tf
 
 from training import preprocessing
 from training.augment import mixup_cutmix
-from training.configs import DataConfig
+from training.configs import EVAL_TRANSFORMS, SOURCES, ConfigError, DataConfig
 from training.randaugment import parse_level, randaugment_float
 
-SOURCES = ("tfds", "image_folder", "digits")
-EVAL_TRANSFORMS = ("resize_crop_32", "resize")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 IMAGENET_INSTRUCTIONS = (
     "ImageNet cannot be downloaded automatically. Download ILSVRC2012_img_train.tar and "
@@ -91,7 +95,7 @@ def digits_arrays(split: str, image_size: int, seed: int = 0) -> tuple[np.ndarra
     from sklearn.model_selection import train_test_split
 
     if split not in ("train", "test"):
-        raise ValueError(f"digits splits are 'train' and 'test'. Received: split={split!r}.")
+        raise ConfigError(f"digits splits are 'train' and 'test'. Received: split={split!r}.")
     digits = load_digits()
     x_train, x_test, y_train, y_test = train_test_split(
         digits.images,
@@ -117,7 +121,7 @@ def _digits_source(cfg: DataConfig) -> Source:
 def list_image_folder(folder: str) -> tuple[list[str], list[int], list[str]]:
     """Files and labels of ``folder/<class>/<image>`` (classes sorted by name)."""
     if not folder or not tf.io.gfile.isdir(folder):
-        raise ValueError(
+        raise ConfigError(
             f"Image folder {folder!r} does not exist or is not a directory. Expected "
             "folder/<class name>/<image files> (extensions: " + ", ".join(IMAGE_EXTENSIONS) + ")."
         )
@@ -132,7 +136,7 @@ def list_image_folder(folder: str) -> tuple[list[str], list[int], list[str]]:
                 files.append(os.path.join(folder, name, f))
                 labels.append(label)
     if not files:
-        raise ValueError(
+        raise ConfigError(
             f"No images found in {folder!r}. Expected folder/<class name>/<image files> "
             "(extensions: " + ", ".join(IMAGE_EXTENSIONS) + ")."
         )
@@ -162,7 +166,7 @@ def _folder_source(cfg: DataConfig) -> Source:
     if bad:
         shown = ", ".join(bad[:5]) + (" ..." if len(bad) > 5 else "")
         if not cfg.skip_corrupt_images:
-            raise ValueError(
+            raise ConfigError(
                 f"{len(bad)} of {len(files)} files in {cfg.folder!r} cannot be decoded as images: "
                 f"{shown}. Remove them, or set skip_corrupt_images=True to skip them."
             )
@@ -189,10 +193,10 @@ def _tfds_source(cfg: DataConfig) -> Source:
     try:
         builder = tfds.builder(cfg.name, data_dir=cfg.data_dir)
     except Exception as err:  # tfds raises its own DatasetNotFoundError
-        raise ValueError(f"Unknown TFDS dataset {cfg.name!r}: {err}") from err
+        raise ConfigError(f"Unknown TFDS dataset {cfg.name!r}: {err}") from err
     needs_manual = bool(getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None))
     if cfg.manual_dir is not None and not tf.io.gfile.isdir(cfg.manual_dir):
-        raise ValueError(
+        raise ConfigError(
             f"manual_dir {cfg.manual_dir!r} for TFDS dataset {cfg.name!r} does not exist. "
             + (IMAGENET_INSTRUCTIONS if cfg.name.startswith("imagenet2012") else "")
         )
@@ -201,7 +205,7 @@ def _tfds_source(cfg: DataConfig) -> Source:
         ds = builder.as_dataset(split=cfg.split, shuffle_files=False, decoders=decoders)
     except Exception as first:
         if needs_manual and cfg.manual_dir is None:
-            raise ValueError(
+            raise ConfigError(
                 f"TFDS dataset {cfg.name!r} is not prepared in data_dir={cfg.data_dir!r} and "
                 f"needs manually downloaded files. {IMAGENET_INSTRUCTIONS}"
             ) from first
@@ -223,9 +227,9 @@ def _tfds_source(cfg: DataConfig) -> Source:
 def make_source(cfg: DataConfig) -> Source:
     """The examples of ``cfg.split`` of ``cfg.source``."""
     if cfg.source not in SOURCES:
-        raise ValueError(f"Unknown data source {cfg.source!r}. Accepted: {', '.join(SOURCES)}.")
+        raise ConfigError(f"Unknown data source {cfg.source!r}. Accepted: {', '.join(SOURCES)}.")
     if cfg.eval_transform not in EVAL_TRANSFORMS:
-        raise ValueError(
+        raise ConfigError(
             f"Unknown eval_transform {cfg.eval_transform!r}. Accepted: "
             f"{', '.join(EVAL_TRANSFORMS)}."
         )
@@ -273,7 +277,7 @@ def shard_size(num_examples: int, num_shards: int, shard: int) -> int:
 
 def per_replica_batch(global_batch_size: int, num_replicas: int) -> int:
     if global_batch_size % num_replicas:
-        raise ValueError(
+        raise ConfigError(
             f"global_batch_size={global_batch_size} must be divisible by the number of replicas "
             f"({num_replicas})."
         )
@@ -294,14 +298,14 @@ def train_dataset(
     batch = per_replica_batch(cfg.global_batch_size, num_replicas)
     mixing = cfg.mixup_cutmix
     if mixing and batch % 2:
-        raise ValueError(
+        raise ConfigError(
             f"MixUp/CutMix split each per-replica batch in two halves; the per-replica batch "
             f"{batch} (global_batch_size={cfg.global_batch_size}) must be even."
         )
     raw_batch = 2 * batch if mixing else batch
     examples = shard_size(source.num_examples, num_pipelines, pipeline_id)
     if examples < 1:
-        raise ValueError(
+        raise ConfigError(
             f"Input pipeline {pipeline_id} of {num_pipelines} holds no examples "
             f"({source.num_examples} in the split)."
         )

@@ -17,6 +17,13 @@ Files in ``model_dir``: ``config.yaml`` (the config actually used), ``checkpoint
 weights at the end), ``final_ema.keras`` (EMA weights, when configured) and ``metrics.json``.
 Under MultiWorkerMirroredStrategy only the chief writes there; other workers write to
 ``model_dir/.worker-<id>/``, which is deleted at the end.
+
+Nothing is written before the run is known to proceed: the config is checked by
+`training.configs.validate` (when the `Runner` is made, and again once the strategy's replica
+count and the dataset's class count are known), and an existing checkpoint is checked against the
+model (and read) before ``config.yaml`` is written, so a refused run, fresh or resumed, leaves
+``model_dir`` as it was. Each refusal is a `training.configs.ConfigError` (a `CheckpointError`
+for the checkpoint).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import math
 import os
 import shutil
 import time
+import zipfile
 from typing import Any
 
 import keras
@@ -37,13 +45,25 @@ from keras_nfnet.atomic import atomic_path, atomic_write_bytes, atomic_write_tex
 from keras_nfnet.models.nfnet import NFNet, get_variant
 from keras_nfnet.optimizers import NesterovSGD, WarmupCosineDecay, peak_learning_rate
 from training import data as data_lib
-from training.configs import ExperimentConfig, dump_yaml
+from training.configs import (
+    EVAL_WEIGHTS,  # noqa: F401  (re-exported: the accepted values live in training.configs)
+    PRECISIONS,  # noqa: F401
+    STRATEGIES,
+    ConfigError,
+    ExperimentConfig,
+    best_metric_key,
+    dump_yaml,
+    metric_names,
+    validate,
+)
 
 MODES = ("train", "eval", "train_and_eval")
-STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
-PRECISIONS = ("auto", "float32", "bfloat16")
-EVAL_WEIGHTS = ("raw", "ema", "both")
 CHECKPOINT = "checkpoint.npz"
+
+
+class CheckpointError(ConfigError):
+    """``checkpoint.npz`` cannot be read, or was written by a run whose model or optimizer does
+    not match the current one."""
 
 
 # ----------------------------------------------------------------------------- files
@@ -78,28 +98,103 @@ def save_checkpoint(path: str, model, optimizer, state: dict) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: str, model, optimizer) -> dict:
-    """Restore what `save_checkpoint` wrote (the optimizer must be built); return the state."""
-    with np.load(path, allow_pickle=False) as f:
+# What np.load and reading an entry of a damaged .npz raise.
+_READ_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile)
+
+
+def _unreadable(path: str, why: str) -> CheckpointError:
+    return CheckpointError(
+        f"Checkpoint {path!r} cannot be read: {why}. It is truncated or corrupt (a write killed "
+        "by a full disk, a copy cut short?). Checkpoints are replaced atomically, so no earlier "
+        "one is left: delete the file to restart the run from scratch, or restore a backup copy "
+        "of it."
+    )
+
+
+def _read_state(f, path: str) -> dict:
+    try:
         state = json.loads(bytes(f["state"]).decode())
-        for prefix, variables in (
-            ("model", _model_variables(model)),
-            ("opt", optimizer.variables),
-        ):
+    except KeyError:
+        raise _unreadable(path, "it has no 'state' entry") from None
+    except ValueError as err:  # also UnicodeDecodeError and json.JSONDecodeError
+        raise _unreadable(path, f"its 'state' entry is not valid JSON ({err})") from err
+    except _READ_ERRORS as err:
+        raise _unreadable(path, f"its 'state' entry: {err}") from err
+    paths = state.get("paths") if isinstance(state, dict) else None
+    if (
+        not isinstance(paths, dict)
+        or not all(isinstance(paths.get(k), list) for k in ("model", "opt"))
+        or not isinstance(state.get("loop"), int)
+    ):
+        raise _unreadable(path, "its 'state' entry lacks the loop or the variable paths")
+    return state
+
+
+def _entry_shapes(f) -> dict[str, tuple[int, ...]]:
+    """The shape of every array in an open .npz, from the headers (no data is read)."""
+    readers = {
+        (1, 0): np.lib.format.read_array_header_1_0,
+        (2, 0): np.lib.format.read_array_header_2_0,
+    }
+    shapes = {}
+    for member in f.zip.namelist():
+        name = member.removesuffix(".npy")
+        with f.zip.open(member) as fp:
+            reader = readers.get(np.lib.format.read_magic(fp))
+            shapes[name] = tuple(reader(fp)[0]) if reader else tuple(f[name].shape)
+    return shapes
+
+
+def load_checkpoint(path: str, model, optimizer) -> dict:
+    """Restore what `save_checkpoint` wrote (the optimizer must be built); return the state.
+
+    The variable counts and every saved shape are checked against ``model`` and ``optimizer``
+    before any variable is assigned.
+
+    Raises:
+        CheckpointError: ``path`` cannot be read (not an .npz, truncated, an entry missing, a
+            state that is not the JSON `save_checkpoint` writes), naming the file and what to do;
+            or it was written by a different configuration (a variable count or shape differs).
+    """
+    groups = (("model", _model_variables(model)), ("opt", optimizer.variables))
+    try:
+        f = np.load(path, allow_pickle=False)
+        if not isinstance(f, np.lib.npyio.NpzFile):
+            raise ValueError("it is a single array, not an .npz archive")
+    except _READ_ERRORS as err:
+        raise _unreadable(path, str(err) or type(err).__name__) from err
+    with f:
+        state = _read_state(f, path)
+        try:
+            shapes = _entry_shapes(f)
+        except _READ_ERRORS as err:
+            raise _unreadable(path, str(err)) from err
+        for prefix, variables in groups:
             saved_paths = state["paths"][prefix]
             if len(saved_paths) != len(variables):
-                raise ValueError(
+                raise CheckpointError(
                     f"Checkpoint {path!r} holds {len(saved_paths)} {prefix} variables, the "
                     f"current run has {len(variables)}: it was written by a different "
                     "configuration. Use a new model_dir or the original config."
                 )
             for i, v in enumerate(variables):
-                value = f[f"{prefix}/{i:05d}"]
-                if tuple(value.shape) != tuple(v.shape):
-                    raise ValueError(
+                key = f"{prefix}/{i:05d}"
+                if key not in shapes:
+                    raise _unreadable(path, f"its entry {key!r} is missing")
+                if shapes[key] != tuple(v.shape):
+                    raise CheckpointError(
                         f"Checkpoint {path!r}: variable {saved_paths[i]!r} has shape "
-                        f"{value.shape}, the current model's {v.path!r} has {tuple(v.shape)}."
+                        f"{shapes[key]}, the current model's {v.path!r} has {tuple(v.shape)}: "
+                        "it was written by a different configuration. Use a new model_dir or "
+                        "the original config."
                     )
+        for prefix, variables in groups:
+            for i, v in enumerate(variables):
+                key = f"{prefix}/{i:05d}"
+                try:
+                    value = f[key]
+                except _READ_ERRORS as err:
+                    raise _unreadable(path, f"its entry {key!r}: {err}") from err
                 v.assign(value)
     return state
 
@@ -111,7 +206,7 @@ def make_strategy(name: str, tpu: str | None = None) -> tf.distribute.Strategy:
     """``default`` (no distribution), ``mirrored`` (all local GPUs, else all logical CPUs),
     ``multi_worker`` (MultiWorkerMirroredStrategy from ``TF_CONFIG``) or ``tpu``."""
     if name not in STRATEGIES:
-        raise ValueError(f"Unknown strategy {name!r}. Accepted: {', '.join(STRATEGIES)}.")
+        raise ConfigError(f"Unknown strategy {name!r}. Accepted: {', '.join(STRATEGIES)}.")
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
@@ -230,7 +325,11 @@ def make_schedule(cfg: ExperimentConfig, num_train_examples: int) -> Schedule:
     steps_per_epoch = num_train_examples / batch
     total = cfg.trainer.train_steps or int(num_train_examples * cfg.trainer.train_epochs // batch)
     if total < 1:
-        raise ValueError(f"The run would have {total} training steps; raise train_epochs.")
+        raise ConfigError(
+            f"trainer.train_epochs={cfg.trainer.train_epochs:g} gives {total} training steps "
+            f"({num_train_examples} examples, train_data.global_batch_size={batch}). Accepted: "
+            "at least one step; raise trainer.train_epochs or set trainer.train_steps."
+        )
     spl = cfg.trainer.steps_per_loop or max(1, math.ceil(steps_per_epoch))
     opt = cfg.optimizer
     warmup = min(opt.warmup_epochs * steps_per_epoch, total - 1)
@@ -280,21 +379,18 @@ class Runner:
 
     def __init__(self, cfg: ExperimentConfig, model_dir: str, mode: str):
         if mode not in MODES:
-            raise ValueError(f"Unknown mode {mode!r}. Accepted: {', '.join(MODES)}.")
-        for value, accepted, key in (
-            (cfg.trainer.precision, PRECISIONS, "trainer.precision"),
-            (cfg.trainer.eval_weights, EVAL_WEIGHTS, "trainer.eval_weights"),
-        ):
-            if value not in accepted:
-                raise ValueError(f"Unknown {key} {value!r}. Accepted: {', '.join(accepted)}.")
+            raise ConfigError(f"Unknown mode {mode!r}. Accepted: {', '.join(MODES)}.")
+        validate(cfg)  # before the strategy connects to anything
         self.cfg, self.mode = cfg, mode
         self.strategy = make_strategy(cfg.runtime.strategy, cfg.runtime.tpu)
+        validate(cfg, num_replicas=self.strategy.num_replicas_in_sync)
         self.chief = is_chief(self.strategy)
         self.model_dir = model_dir
         self.out_dir = model_dir if self.chief else self._worker_dir()
-        os.makedirs(self.out_dir, exist_ok=True)
         self.state: dict[str, Any] = {"loop": 0, "best": None, "best_loop": None}
         self.eval_ds = None
+        # Corrupt image files each split's source skipped, and all of them (each file once).
+        self.skipped_by_split: dict[str, tuple[str, ...]] = {}
         self.skipped_files: tuple[str, ...] = ()
 
     def _worker_dir(self) -> str:
@@ -322,19 +418,24 @@ class Runner:
         training = self.mode != "eval"
         self.train_source = data_lib.make_source(cfg.train_data) if training else None
         self.eval_source = data_lib.make_source(cfg.eval_data) if self.mode != "train" else None
-        for source in (self.train_source, self.eval_source):
+        for split, source in (("train", self.train_source), ("eval", self.eval_source)):
             if source is not None:
-                self.skipped_files += source.skipped_files
+                self.skipped_by_split[split] = source.skipped_files
+        self.skipped_files = tuple(
+            dict.fromkeys(f for files in self.skipped_by_split.values() for f in files)
+        )
         source = self.train_source or self.eval_source
         self.num_classes = cfg.model.num_classes or source.num_classes
         if cfg.model.num_classes == 0:
             cfg.model.num_classes = self.num_classes
         for src in (self.train_source, self.eval_source):
             if src is not None and src.num_classes > self.num_classes:
-                raise ValueError(
-                    f"The dataset has {src.num_classes} classes but model.num_classes is "
-                    f"{self.num_classes}."
+                raise ConfigError(
+                    f"model.num_classes must be at least the dataset's {src.num_classes} "
+                    f"classes (or 0: from the dataset). Received: {self.num_classes}."
                 )
+        # Again, now that the class count (which metrics are reported) is known.
+        validate(cfg, num_replicas=self.strategy.num_replicas_in_sync)
         num_train = cfg.trainer.num_train_examples or (
             self.train_source.num_examples if self.train_source else 1
         )
@@ -353,9 +454,13 @@ class Runner:
                 nesterov=opt.nesterov,
                 ema_decay=opt.ema_decay,
             )
-            metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
-            if self.num_classes > 5:
-                metrics.append(keras.metrics.TopKCategoricalAccuracy(5, name="top5_accuracy"))
+            factories = {
+                "accuracy": lambda: keras.metrics.CategoricalAccuracy(name="accuracy"),
+                "top5_accuracy": lambda: keras.metrics.TopKCategoricalAccuracy(
+                    5, name="top5_accuracy"
+                ),
+            }
+            metrics = [factories[n]() for n in metric_names(self.num_classes) if n != "loss"]
             self.model.compile(
                 optimizer=optimizer,
                 loss=keras.losses.CategoricalCrossentropy(
@@ -375,9 +480,14 @@ class Runner:
                     cfg.eval_data, self.eval_source, self.num_classes, ctx
                 ),
             )
+
+    def write_config(self) -> None:
+        """Create the output folder and (chief) write ``config.yaml``: the first writes of a
+        run, made once `setup` and `restore` have accepted it."""
+        os.makedirs(self.out_dir, exist_ok=True)
         if self.chief:
             path = os.path.join(self.model_dir, "config.yaml")
-            atomic_write_text(path, dump_yaml(cfg))
+            atomic_write_text(path, dump_yaml(self.cfg))
 
     # ---------------------------------------------------------------- state
 
@@ -386,12 +496,29 @@ class Runner:
         return os.path.join(self.out_dir, CHECKPOINT)
 
     def restore(self) -> bool:
+        """Load ``model_dir/checkpoint.npz`` if there is one (False if not).
+
+        Raises:
+            CheckpointError: it cannot be read, does not fit the model, or (when training) ends
+                off a loop boundary of the current ``steps_per_loop``.
+        """
         path = os.path.join(self.model_dir, CHECKPOINT)
         if not os.path.exists(path):
             return False
         saved = load_checkpoint(path, self.model, self.model.optimizer)
         saved.pop("paths", None)
         self.state.update(saved)
+        schedule, loop = self.schedule, int(self.state["loop"])
+        if (
+            self.mode != "eval"
+            and self.step != loop * schedule.steps_per_loop
+            and self.step < schedule.total_steps
+        ):
+            raise CheckpointError(
+                f"Checkpoint {path!r} is at step {self.step}, not at the end of loop {loop} "
+                f"of trainer.steps_per_loop={schedule.steps_per_loop}: steps_per_loop changed "
+                "since it was written. Use the original steps_per_loop or a new model_dir."
+            )
         print(
             f"Restored {path} at step {self.step} (loop {self.state['loop']}).",
             flush=True,
@@ -420,23 +547,26 @@ class Runner:
             results.update({f"ema_{k}": float(v) for k, v in out.items()})
         return results
 
-    def _selected(self) -> str:
-        """The weights whose metric decides `best.keras`: EMA when it is evaluated."""
-        which = self.cfg.trainer.eval_weights
-        return "ema_" if which != "raw" and self.cfg.optimizer.ema_decay is not None else ""
-
     def update_best(self, results: dict[str, float]) -> None:
-        key = self._selected() + self.cfg.trainer.best_metric
-        if key not in results:
-            raise ValueError(
+        """Keep ``best.keras`` at the best `training.configs.best_metric_key` so far (``*loss``
+        metrics: the lowest; others: the highest). A best recorded for another metric (the
+        config changed between runs) is replaced."""
+        key = best_metric_key(self.cfg)
+        if key not in results:  # validate() refuses such a best_metric up front
+            raise ConfigError(
                 f"trainer.best_metric {self.cfg.trainer.best_metric!r} is not an evaluation "
                 f"metric. Available: {', '.join(sorted(results))}."
             )
-        value = results[key]
-        if self.state["best"] is None or value > self.state["best"]["value"]:
+        value, best = results[key], self.state["best"]
+        lower = key.endswith("loss")
+        if (
+            best is None
+            or best.get("metric") != key
+            or (value < best["value"] if lower else value > best["value"])
+        ):
             self.state["best"] = {"metric": key, "value": value, "step": self.step}
             if self.chief:
-                self.save_model("best.keras", ema=bool(self._selected()))
+                self.save_model("best.keras", ema=key.startswith("ema_"))
 
     def save_model(self, name: str, ema: bool = False) -> None:
         path = os.path.join(self.out_dir, name)
@@ -451,12 +581,6 @@ class Runner:
     def train(self) -> None:
         cfg, schedule = self.cfg, self.schedule
         start_loop = int(self.state["loop"])
-        if self.step != start_loop * schedule.steps_per_loop and self.step < schedule.total_steps:
-            raise ValueError(
-                f"Checkpoint step {self.step} is not at the end of loop {start_loop} "
-                f"(steps_per_loop={schedule.steps_per_loop}); steps_per_loop changed since it "
-                "was written."
-            )
         full_loops = schedule.total_steps // schedule.steps_per_loop
         remainder = schedule.total_steps - full_loops * schedule.steps_per_loop
         log_dir = os.path.join(self.out_dir, "logs")
@@ -486,9 +610,16 @@ class Runner:
             fit(full_loops, full_loops + 1, remainder)
 
     def run(self) -> dict:
+        """Set up, restore, train and evaluate; return the metrics (also ``metrics.json``).
+
+        Besides the train/eval metrics and ``best``, the metrics hold ``skipped_images``, the
+        number of distinct corrupt image files skipped (a file read by both splits counts once),
+        and ``skipped_images_per_split``, e.g. ``{"train": 2, "eval": 2}`` for the splits read.
+        """
         started = time.time()
         self.setup()
         restored = self.restore()
+        self.write_config()
         if self.mode != "eval":
             self.train()
         metrics: dict[str, Any] = {
@@ -496,6 +627,7 @@ class Runner:
             "step": self.step,
             "restored": restored,
             "skipped_images": len(self.skipped_files),
+            "skipped_images_per_split": {k: len(v) for k, v in self.skipped_by_split.items()},
         }
         if self.mode != "eval":
             metrics["train"] = self.state.get("train_logs", {})

@@ -6,9 +6,14 @@
         --params_override=train_data.manual_dir=/data/imagenet,eval_data.manual_dir=/data/imagenet
 
 Config precedence: the registered experiment, then ``--config_file`` (YAML, nested keys), then
-``--params_override`` (``a.b=1,c.d=[1, 2]``, values parsed as YAML). Unknown keys are errors. The
-resulting config is written to ``model_dir/config.yaml``; re-running the same command resumes from
+``--params_override`` (``a.b=1,c.d=[1, 2]``, values parsed as YAML 1.2, so ``1e-3`` is a number).
+Unknown keys are errors. The resulting config is checked by `training.configs.validate` and written
+to ``model_dir/config.yaml``; re-running the same command resumes from
 ``model_dir/checkpoint.npz``.
+
+A refused setting (an unknown key, a value out of range, a YAML syntax error in a config file or
+an override, a checkpoint that does not fit or cannot be read) is reported before anything is
+written to ``model_dir``, as one ``error: ...`` line on stderr, with exit status 2.
 """
 
 from __future__ import annotations
@@ -43,13 +48,19 @@ def build_config(
     strategy: str | None = None,
     tpu: str | None = None,
 ):
-    """The experiment config after config files, overrides and the strategy flags."""
+    """The experiment config after config files, overrides and the strategy flags (not yet
+    validated: see `training.configs.validate`).
+
+    Raises:
+        ConfigError: an unknown experiment or key, a value of the wrong type, a config file that
+            does not exist or is not valid YAML, or ``params_override`` text that does not parse.
+    """
     from training import configs
 
     cfg = configs.get_experiment(experiment)
     for path in config_files or []:
         if not os.path.exists(path):
-            raise ValueError(f"--config_file {path!r} does not exist.")
+            raise configs.ConfigError(f"--config_file {path!r} does not exist.")
         configs.apply_overrides(cfg, configs.load_yaml(path))
     configs.apply_overrides(cfg, configs.parse_params_override(params_override))
     if strategy is not None:
@@ -59,7 +70,18 @@ def build_config(
     return cfg
 
 
+def _fail(err: Exception) -> None:
+    message = " ".join(str(err).split())  # one line, whatever the message holds
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv) -> None:
+    """Run the experiment the flags describe (`absl.app.run` parses them first).
+
+    A `training.configs.ConfigError` (and any ValueError while the config is built) exits with
+    status 2 after printing one ``error: ...`` line to stderr.
+    """
     del argv
     if not FLAGS.model_dir:
         raise app.UsageError("--model_dir is required.")
@@ -71,6 +93,7 @@ def main(argv) -> None:
         tf.config.set_logical_device_configuration(
             cpus[0], [tf.config.LogicalDeviceConfiguration()] * FLAGS.cpu_devices
         )
+    from training.configs import ConfigError, validate
     from training.runner import run_experiment
 
     try:
@@ -81,10 +104,13 @@ def main(argv) -> None:
             FLAGS.strategy,
             FLAGS.tpu,
         )
+        validate(cfg)
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    metrics = run_experiment(cfg, FLAGS.model_dir, FLAGS.mode)
+        _fail(err)
+    try:
+        metrics = run_experiment(cfg, FLAGS.model_dir, FLAGS.mode)
+    except ConfigError as err:  # a refusal: one line, no traceback
+        _fail(err)
     print("Final metrics:")
     print(json.dumps(metrics, indent=2))
 
