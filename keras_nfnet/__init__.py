@@ -45,6 +45,16 @@ from keras_nfnet.models import (
     nfnet_plan,
     preprocess_input,
 )
+from keras_nfnet.models.normfree import (
+    ECANFNetL0,
+    ECANFNetL1,
+    ECANFNetL2,
+    ECANFNetL3,
+    NFNetL0,
+    NormFreeNet,
+)
+from keras_nfnet.models.spec import NF_SPECS, NFSpec, count_normfree_params
+from keras_nfnet.zoo import create_model, list_models
 
 __version__ = "0.1.0"
 
@@ -52,7 +62,12 @@ __all__ = [
     "NFNET_VARIANTS",
     "NF_REGNET_VARIANTS",
     "NF_RESNET_VARIANTS",
+    "NF_SPECS",
     "AGCModel",
+    "ECANFNetL0",
+    "ECANFNetL1",
+    "ECANFNetL2",
+    "ECANFNetL3",
     "NFNet",
     "NFNetF0",
     "NFNetF1",
@@ -62,6 +77,7 @@ __all__ = [
     "NFNetF5",
     "NFNetF6",
     "NFNetF7",
+    "NFNetL0",
     "NFNetVariant",
     "NFRegNet",
     "NFRegNetB0",
@@ -81,15 +97,20 @@ __all__ = [
     "NFResNet152",
     "NFResNet200",
     "NFResNetVariant",
+    "NFSpec",
+    "NormFreeNet",
     "ResNetV2",
     "SkipInitResNet",
     "agc",
     "count_nf_regnet_params",
     "count_nf_resnet_params",
     "count_nfnet_params",
+    "count_normfree_params",
+    "create_model",
     "decode_predictions",
     "export",
     "layers",
+    "list_models",
     "nf_regnet_plan",
     "nf_resnet_plan",
     "nfnet_plan",

@@ -53,6 +53,8 @@ from keras_nfnet.convert.checkpoint import (
     read_checkpoint,
     save_weights_atomic,
 )
+from keras_nfnet.convert.normfree_map import normfree_weight_map
+from keras_nfnet.convert.timm import load_timm_entries, read_safetensors
 from keras_nfnet.models.common import load_weights_file
 from keras_nfnet.models.nfnet import NFNET_VARIANTS, NFNetVariant, get_variant
 
@@ -97,7 +99,47 @@ PRETRAINED_WEIGHTS: dict[str, PretrainedCheckpoint] = {
     )
 }
 
+HF_URL = "https://huggingface.co/timm/{repo}/resolve/main/model.safetensors"
+
+
+def _timm_hub(repo: str, sha256: str | None = None) -> PretrainedCheckpoint:
+    return PretrainedCheckpoint(
+        variant=repo.split(".")[0], urls={"timm": HF_URL.format(repo=repo)}, sha256={"timm": sha256}
+    )
+
+
+# timm's published weights of `NF_SPECS` rows (timm's pretrained_cfg hf_hub_id). SHA-256 from the
+# Hugging Face file pages where a record of it is known (issue 17 of this repository lists each
+# with its size and commit); the others are checked structurally and print their hash.
+PRETRAINED_MODELS: dict[str, PretrainedCheckpoint] = {
+    "nfnet_l0": _timm_hub(
+        "nfnet_l0.ra2_in1k", "fce06fcc634422a28b462ab884e831e8ecabb24673a6309af4724be74adfeec8"
+    ),
+    "eca_nfnet_l0": _timm_hub(
+        "eca_nfnet_l0.ra2_in1k", "35d0ec82a306483b79acfa9e0376e7585565900b698b77271456a98d9d7797ed"
+    ),
+    "eca_nfnet_l1": _timm_hub("eca_nfnet_l1.ra2_in1k"),
+    "eca_nfnet_l2": _timm_hub("eca_nfnet_l2.ra3_in1k"),
+    "nf_resnet50": _timm_hub("nf_resnet50.ra2_in1k"),
+    "nf_regnet_b1": _timm_hub("nf_regnet_b1.ra2_in1k"),
+    "test_nfnet": _timm_hub("test_nfnet.r160_in1k"),
+}
+
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def registry_entry(name: str) -> tuple[str, PretrainedCheckpoint]:
+    """``(key, entry)`` of a registry name: an `NF_SPECS` row of `PRETRAINED_MODELS` as given,
+    an F-variant of `PRETRAINED_WEIGHTS` in any case (``"f0"`` is ``"F0"``)."""
+    if name in PRETRAINED_MODELS:
+        return name, PRETRAINED_MODELS[name]
+    key = str(name).upper()
+    if key in PRETRAINED_WEIGHTS:
+        return key, PRETRAINED_WEIGHTS[key]
+    raise ValueError(
+        f"No pretrained weights are registered for {name!r}. Registered: "
+        f"{', '.join([*PRETRAINED_WEIGHTS, *PRETRAINED_MODELS])}."
+    )
 
 
 def find_checkpoint(variant: str | NFNetVariant) -> tuple[str, PretrainedCheckpoint]:
@@ -140,7 +182,7 @@ def check_pretrained(
 def checkpoint_sha256(name: str, source: str = "timm") -> str | None:
     """The pinned SHA-256 of a checkpoint: the environment variable first, then the registry."""
     env = os.environ.get(f"KERAS_NFNET_SHA256_{name.upper()}_{check_source(source).upper()}")
-    value = env or PRETRAINED_WEIGHTS[name.upper()].sha256.get(source)
+    value = env or registry_entry(name)[1].sha256.get(source)
     if value is not None and not _SHA256.fullmatch(value.lower()):
         raise ValueError(f"A SHA-256 is 64 hex digits. Received for {name}/{source}: {value!r}.")
     return None if value is None else value.lower()
@@ -152,12 +194,11 @@ def pin_sha256(name: str, sha256: str, source: str = "timm") -> None:
     Example:
     >>> pin_sha256("F0", "0" * 64)  # doctest: +SKIP
     """
-    key = name.upper()
-    find_checkpoint(key)
+    key, entry = registry_entry(name)
     if not _SHA256.fullmatch(sha256.lower()):
         raise ValueError(f"A SHA-256 is 64 hex digits. Received: sha256={sha256!r}.")
-    entry = PRETRAINED_WEIGHTS[key]
-    PRETRAINED_WEIGHTS[key] = dataclasses.replace(
+    table = PRETRAINED_MODELS if key in PRETRAINED_MODELS else PRETRAINED_WEIGHTS
+    table[key] = dataclasses.replace(
         entry, sha256={**entry.sha256, check_source(source): sha256.lower()}
     )
 
@@ -180,6 +221,8 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def _download_name(name: str, source: str) -> str:
+    if name in PRETRAINED_MODELS:
+        return f"{name}.safetensors"
     return f"dm_nfnet_{name.lower()}.safetensors" if source == "timm" else f"{name}_haiku.npz"
 
 
@@ -295,10 +338,15 @@ def fetch(url: str, path: str | os.PathLike, timeouts: tuple[float, float] | Non
 def offline_routes(name: str, source: str) -> str:
     """What to do when the weights cannot be downloaded (named in every download error)."""
     return (
-        f"Offline, download {PRETRAINED_WEIGHTS[name].urls[source]} elsewhere and either convert "
-        f"it: python -m keras_nfnet.convert --source {source} --variant {name} FILE "
-        f"nfnet_{name.lower()}.weights.h5, then pass weights='nfnet_{name.lower()}.weights.h5'; "
-        f"or copy it to {os.path.join(cache_dir(), 'models', _download_name(name, source))}."
+        f"Offline, download {registry_entry(name)[1].urls[source]} elsewhere and either "
+        + (
+            f"pass weights='FILE.safetensors' to create_model({name!r}); "
+            if name in PRETRAINED_MODELS
+            else f"convert it: python -m keras_nfnet.convert --source {source} --variant {name} "
+            f"FILE nfnet_{name.lower()}.weights.h5, then pass "
+            f"weights='nfnet_{name.lower()}.weights.h5'; "
+        )
+        + f"or copy it to {os.path.join(cache_dir(), 'models', _download_name(name, source))}."
     )
 
 
@@ -309,8 +357,7 @@ def download_checkpoint(name: str, source: str = "timm") -> str:
     (when one is pinned), so a failed, stalled or corrupted download never sits in the cache.
     Temporaries that killed runs left in the cache folder are deleted first.
     """
-    name = name.upper()
-    entry = PRETRAINED_WEIGHTS[name]
+    name, entry = registry_entry(name)
     url, expected = entry.urls[check_source(source)], checkpoint_sha256(name, source)
     folder = os.path.join(cache_dir(), "models")
     os.makedirs(folder, exist_ok=True)
@@ -329,7 +376,7 @@ def download_checkpoint(name: str, source: str = "timm") -> str:
             fetch(url, tmp, timeouts)
         except OSError as error:
             raise OSError(
-                f"Downloading NFNet-{name} weights from {url} failed: {error}. Nothing was "
+                f"Downloading {name} weights from {url} failed: {error}. Nothing was "
                 f"cached in {folder}. {offline_routes(name, source)}"
             ) from None
         actual = file_sha256(tmp)
@@ -341,7 +388,7 @@ def download_checkpoint(name: str, source: str = "timm") -> str:
             )
         if expected is None:
             print(
-                f"{url} has SHA-256 {actual}. No hash is pinned for NFNet-{name} "
+                f"{url} has SHA-256 {actual}. No hash is pinned for {name} "
                 f"({source}): set KERAS_NFNET_SHA256_{name}_{source.upper()}={actual} to "
                 "verify later downloads against it."
             )
@@ -354,7 +401,8 @@ def converted_path(name: str, source: str = "timm", include_top: bool = True) ->
     The name carries the pinned SHA-256 prefix, so pinning a new hash converts again.
     """
     sha = checkpoint_sha256(name, source)
-    stem = f"nfnet_{name.lower()}_{source}" + (f"_{sha[:12]}" if sha else "")
+    base = name if name in PRETRAINED_MODELS else f"nfnet_{name.lower()}"
+    stem = f"{base}_{source}" + (f"_{sha[:12]}" if sha else "")
     stem += "" if include_top else "_notop"
     return os.path.join(cache_dir(), "models", f"{stem}.weights.h5")
 
@@ -377,6 +425,55 @@ def load_pretrained_weights(
     >>> model = keras_nfnet.NFNetF0(weights="imagenet")  # doctest: +SKIP
     """
     name, entry = find_checkpoint(variant)
+
+    def fill(path: str) -> None:
+        arrays = read_checkpoint(source, path, variant, classes=entry.classes)
+        load_checkpoint_arrays(model, arrays, source, variant, include_top=include_top)
+
+    return _load_through_cache(model, name, source, include_top, fill)
+
+
+def check_pretrained_model(name: str | None, include_top: bool, classes: int) -> None:
+    """Validate ``weights="imagenet"`` for an `NF_SPECS` row before building it."""
+    if name not in PRETRAINED_MODELS:
+        raise ValueError(
+            f"No pretrained weights exist for {name!r}. weights='imagenet' is available for "
+            f"{', '.join(PRETRAINED_MODELS)} (and the DeepMind rows dm_nfnet_f0 ... "
+            "dm_nfnet_f6); use weights=None or a weights file."
+        )
+    entry = PRETRAINED_MODELS[name]
+    if include_top and classes != entry.classes:
+        raise ValueError(
+            f"weights='imagenet' with include_top=True needs classes={entry.classes} (the "
+            f"published classifier). Received: classes={classes}. Use include_top=False for "
+            "another number of classes."
+        )
+
+
+def load_pretrained_model(model: keras.Model, name: str, include_top: bool = True) -> str:
+    """Fill ``model`` (an `NF_SPECS` row ``name``) with the row's published timm weights.
+
+    Same download, hash check, strict conversion and cache as `load_pretrained_weights`.
+
+    Example:
+    >>> import keras_nfnet
+    >>> model = keras_nfnet.create_model("eca_nfnet_l0", weights="imagenet")  # doctest: +SKIP
+    """
+
+    def fill(path: str) -> None:
+        entries = normfree_weight_map(name, include_top=include_top)
+        load_timm_entries(model, read_safetensors(path), entries)
+
+    return _load_through_cache(model, name, "timm", include_top, fill)
+
+
+def _load_through_cache(model, name: str, source: str, include_top: bool, fill) -> str:
+    """Load the converted file if it loads; else download, ``fill(download)`` and convert.
+
+    Every file that fails a check leaves the cache: a download that does not parse or does not
+    fit the model exactly (names, shapes, dtypes, finite values) is deleted, and so is a
+    converted file that no longer loads, which is then rebuilt from the download.
+    """
     converted = converted_path(name, source, include_top)
     if os.path.exists(converted):
         try:
@@ -387,8 +484,7 @@ def load_pretrained_weights(
             os.remove(converted)
     checkpoint = download_checkpoint(name, source)
     try:
-        arrays = read_checkpoint(source, checkpoint, variant, classes=entry.classes)
-        load_checkpoint_arrays(model, arrays, source, variant, include_top=include_top)
+        fill(checkpoint)
     except ValueError as error:
         # A file that fails any check must not stay in the cache and poison every later call.
         os.remove(checkpoint)

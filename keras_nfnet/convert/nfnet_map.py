@@ -23,7 +23,7 @@ class WeightEntry:
     dm_module: str
     dm_leaf: str
     timm_key: str
-    kind: str  # conv_kernel | gain | vector | scalar | se_kernel | dense_kernel
+    kind: str  # conv_kernel | gain | vector | scalar | se_kernel | dense_kernel | eca_kernel
 
     @property
     def dm_key(self) -> str:
@@ -114,6 +114,8 @@ def timm_to_keras_layout(array: np.ndarray, kind: str) -> np.ndarray:
         return array.reshape(array.shape[0], -1).T
     if kind == "dense_kernel":
         return array.T
+    if kind == "eca_kernel":
+        return array.reshape(-1)
     return array
 
 
@@ -136,6 +138,8 @@ def timm_shape(keras_shape: tuple[int, ...], kind: str) -> tuple[int, ...]:
         return (shape[1], shape[0], 1, 1)
     if kind == "dense_kernel":
         return (shape[1], shape[0])
+    if kind == "eca_kernel":
+        return (1, 1, *shape)
     return shape
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 import keras
 import numpy as np
 
 from keras_nfnet.convert.nfnet_map import (
+    WeightEntry,
     assign_arrays,
     check_dtype,
     keras_variable,
@@ -43,8 +45,19 @@ def load_timm_arrays(
     must match exactly, and every tensor must have its exact timm shape (`timm_shape`) and dtype
     before it is re-laid out.
     """
-    entries = nfnet_weight_map(variant, include_top=include_top)
-    if not include_top:
+    load_timm_entries(model, arrays, nfnet_weight_map(variant, include_top=include_top))
+
+
+def load_timm_entries(
+    model: keras.Model, arrays: Mapping[str, np.ndarray], entries: list[WeightEntry]
+) -> None:
+    """Fill every weight of ``model`` from a timm state dict, by the name table ``entries``.
+
+    Without a classifier in ``entries`` the state dict's ``head.fc.*`` tensors are dropped; every
+    other key must match exactly, and every tensor must have its exact timm shape (`timm_shape`)
+    and dtype before it is re-laid out (`assign_arrays` then checks values and completeness).
+    """
+    if not any(e.layer == "predictions" for e in entries):
         arrays = {k: v for k, v in arrays.items() if not k.startswith("head.fc.")}
     converted = dict(arrays)
     for entry in entries:

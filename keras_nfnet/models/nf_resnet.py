@@ -19,6 +19,7 @@ import dataclasses
 
 import keras
 
+from keras_nfnet.agc_model import AGCModel
 from keras_nfnet.layers import ScaledActivation, SkipGain, SqueezeExcite, StochDepth, WSConv2D
 from keras_nfnet.layers.activations import check_activation
 from keras_nfnet.layers.stoch_depth import check_rate
@@ -302,7 +303,8 @@ def NFResNet(
     if name is None:
         key = next((k for k, row in NF_RESNET_VARIANTS.items() if row == v), "custom")
         name = f"nf_resnet{key}" + ("_se" if use_se else "")
-    model = keras.Model(model_inputs(input_tensor, inputs), outputs, name=name)
+    # AGCModel: its train_step applies Adaptive Gradient Clipping, as for every builder.
+    model = AGCModel(model_inputs(input_tensor, inputs), outputs, name=name)
     if weights is not None:
         load_weights_file(model, weights)
     return model

@@ -1,0 +1,263 @@
+"""One builder for every `NFSpec` row: timm's NF-family models as Keras Functional models.
+
+`NormFreeNet(spec, ...)` reads a row of `keras_nfnet.models.spec.NF_SPECS` (or any `NFSpec`)
+and builds it block by block from `normfree_plan`. Layer names follow
+`keras_nfnet.convert.normfree_map`, one Keras layer per timm module, so timm state dicts load by
+table. Weight-free layers: ``stem_gamma``/``final_gamma`` (gamma of the convs timm scales
+although no activation precedes them, ``gamma_placement="conv"``), ``stem_act{j}``,
+``stem_pool``, ``..._preact`` (phi(x) * beta), ``..._act1/1b/2``, ``..._pad``,
+``..._shortcut_pool``, ``..._drop_path``, ``..._scale`` and ``..._add`` (the merge without a skip
+gain), ``final_act``, ``avg_pool``, ``top_dropout``.
+
+Numerics: timm folds gamma into each conv's weights; here it multiplies the activation before the
+conv instead, which is the same product in another order (equal to float rounding). The convs
+that see no activation (the first stem conv, the final conv) get an explicit gamma, and the final
+activation is left plain, as in timm.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+
+from keras_nfnet.agc_model import AGCModel
+from keras_nfnet.convert.normfree_map import normfree_weight_map
+from keras_nfnet.convert.timm import load_timm_entries, read_safetensors
+from keras_nfnet.layers import (
+    EfficientChannelAttention,
+    ScaledActivation,
+    SkipGain,
+    SqueezeExcite,
+    StochDepth,
+    SymmetricMaxPool2D,
+    WSConv2D,
+)
+from keras_nfnet.layers.activations import GAMMAS
+from keras_nfnet.layers.stoch_depth import check_rate
+from keras_nfnet.models.common import (
+    apply_head,
+    check_top,
+    check_weights_path,
+    image_input,
+    load_weights_file,
+    model_inputs,
+    variant_builder,
+)
+from keras_nfnet.models.spec import (
+    NF_SPECS,
+    NFBlockPlan,
+    NFSpec,
+    count_normfree_params,
+    get_spec,
+    normfree_plan,
+    stem_plan,
+)
+
+
+class _Ops:
+    """The layer factories of one model: a spec's padding rule, numerics and activation."""
+
+    def __init__(self, spec: NFSpec):
+        self.spec = spec
+        self.gamma = GAMMAS[spec.activation]
+
+    def conv(self, x, filters, kernel, name, strides=1, groups=1, gain_initializer="ones"):
+        padding = "same"
+        if self.spec.padding == "symmetric" and kernel > 1:
+            x = keras.layers.ZeroPadding2D(kernel // 2, name=f"{name}_pad")(x)
+            padding = "valid"
+        return WSConv2D(
+            filters,
+            kernel,
+            strides=strides,
+            padding=padding,
+            groups=groups,
+            standardization=self.spec.numerics,
+            gain_initializer=gain_initializer,
+            name=name,
+        )(x)
+
+    def act(self, x, name, scale=1.0):
+        return ScaledActivation(
+            self.spec.activation,
+            scale,
+            gelu_approximate=self.spec.numerics == "deepmind",
+            name=name,
+        )(x)
+
+    def conv_gamma(self, x, name):
+        """timm's gamma on a conv that no activation precedes (gamma folded into convs)."""
+        if self.spec.gamma_placement != "conv":
+            return x
+        return ScaledActivation("identity", self.gamma, name=name)(x)
+
+
+def _stem(x, spec: NFSpec, ops: _Ops):
+    x = ops.conv_gamma(x, "stem_gamma")
+    stems = stem_plan(spec)
+    for j, (filters, kernel, stride) in enumerate(stems):
+        x = ops.conv(x, filters, kernel, f"stem_conv{j}" if len(stems) > 1 else "stem_conv", stride)
+        if j < len(stems) - 1:
+            x = ops.act(x, f"stem_act{j}")
+    if spec.stem == "7x7_pool":
+        pool = (
+            SymmetricMaxPool2D(3, 2, name="stem_pool")
+            if spec.padding == "symmetric"
+            else keras.layers.MaxPooling2D(3, 2, padding="same", name="stem_pool")
+        )
+        x = pool(x)
+    return x
+
+
+def _attention(x, p: NFBlockPlan, spec: NFSpec):
+    if spec.attention == "se":
+        return SqueezeExcite(p.se_hidden, spec.attention_gain, name=f"{p.name}_se")(x)
+    if spec.attention == "eca":
+        return EfficientChannelAttention(p.eca_kernel, spec.attention_gain, name=f"{p.name}_eca")(x)
+    return x
+
+
+def _block(x, p: NFBlockPlan, spec: NFSpec, ops: _Ops):
+    """``x + alpha * f(phi(x) * beta)``, the pre-activation NF block (nfnet_reference.md §3.2)."""
+    name = p.name
+    h = ops.act(x, f"{name}_preact", p.beta)
+    shortcut = x
+    if p.projection:
+        s = h
+        if p.stride > 1:  # TF "same" average = PyTorch ceil_mode, count_include_pad=False
+            s = keras.layers.AveragePooling2D(
+                2, p.stride, padding="same", name=f"{name}_shortcut_pool"
+            )(s)
+        shortcut = ops.conv(s, p.out_channels, 1, f"{name}_conv_shortcut")
+    r = ops.conv(h, p.width, 1, f"{name}_conv0")
+    r = ops.conv(ops.act(r, f"{name}_act1"), p.width, 3, f"{name}_conv1", p.stride, p.groups)
+    if spec.extra_conv:
+        r = ops.conv(ops.act(r, f"{name}_act1b"), p.width, 3, f"{name}_conv1b", 1, p.groups)
+    if spec.regnet:
+        r = _attention(r, p, spec)
+    # Without a skip gain, the last conv's gain starts at zero: each block starts as identity.
+    r = ops.conv(
+        ops.act(r, f"{name}_act2"),
+        p.out_channels,
+        1,
+        f"{name}_conv2",
+        gain_initializer="ones" if spec.skipinit else "zeros",
+    )
+    if not spec.regnet:
+        r = _attention(r, p, spec)
+    if 0.0 < p.stochdepth_rate < 1.0:
+        r = StochDepth(p.stochdepth_rate, name=f"{name}_drop_path")(r)
+    if spec.skipinit:
+        return SkipGain(spec.alpha, name=f"{name}_skip_gain")([shortcut, r])
+    r = ScaledActivation("identity", spec.alpha, name=f"{name}_scale")(r)
+    return keras.layers.Add(name=f"{name}_add")([shortcut, r])
+
+
+def NormFreeNet(
+    spec: str | NFSpec,
+    include_top: bool = True,
+    weights: str | None = None,
+    input_tensor=None,
+    input_shape: tuple | None = None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation: str | None = "softmax",
+    name: str | None = None,
+    dropout_rate: float | None = None,
+    stochdepth_rate: float | None = None,
+) -> AGCModel:
+    """Instantiate a Normalizer-Free model of timm's NF family with the keras.applications
+    signature.
+
+    Inputs are images normalized with the row's ``mean`` and ``std`` (ImageNet's for all rows but
+    ``test_nfnet``); any height and width of at least 32 pixels work.
+
+    Args:
+        spec: a row name of `keras_nfnet.models.spec.NF_SPECS` (``"eca_nfnet_l0"``,
+            ``"nf_regnet_b1"`` …) or an `NFSpec`.
+        include_top: whether to include global pooling, dropout and the classifier.
+        weights: ``None`` (random initialization), ``"imagenet"`` (the row's published weights,
+            downloaded once, hash-checked and cached, see `keras_nfnet.weights`), the path of a
+            timm state dict saved as ``.safetensors`` (converted on the fly and strictly
+            checked), or of a ``.weights.h5`` file saved from a model built with the same
+            arguments.
+        input_tensor: optional Keras tensor to use as the image input.
+        input_shape: optional ``(height, width, channels)``.
+        pooling: with ``include_top=False``: ``None``, ``"avg"`` or ``"max"``.
+        classes: number of classes when ``include_top=True``.
+        classifier_activation: activation of the top layer (``None`` returns logits).
+        name: model name (default: the row name).
+        dropout_rate: dropout before the classifier (default: the row's).
+        stochdepth_rate: maximum stochastic-depth rate in [0, 1) (default: the row's).
+
+    Returns:
+        An `AGCModel` (its ``train_step`` applies Adaptive Gradient Clipping).
+
+    Example:
+    >>> import numpy as np
+    >>> model = NormFreeNet("test_nfnet", input_shape=(64, 64, 3), classes=10)
+    >>> model.count_params(), model.predict(np.zeros((1, 64, 64, 3)), verbose=0).shape
+    (192010, (1, 10))
+    """
+    row_name = spec if isinstance(spec, str) else None
+    spec = get_spec(spec)
+    check_top(include_top, pooling, classes, classifier_activation)
+    if weights == "imagenet":
+        from keras_nfnet.weights import check_pretrained_model
+
+        check_pretrained_model(row_name, include_top, classes)
+    else:
+        check_weights_path(weights)
+    dropout_rate = (
+        spec.dropout_rate if dropout_rate is None else check_rate(dropout_rate, "dropout_rate")
+    )
+    if stochdepth_rate is not None:
+        stochdepth_rate = check_rate(stochdepth_rate)
+    ops = _Ops(spec)
+    inputs = image_input(input_tensor, input_shape, weights)
+    x = _stem(inputs, spec, ops)
+    for p in normfree_plan(spec, stochdepth_rate):
+        x = _block(x, p, spec, ops)
+    if spec.head_channels:
+        x = ops.conv(ops.conv_gamma(x, "final_gamma"), spec.num_features, 1, "final_conv")
+    # timm's final activation is plain when gamma lives in the convs (no conv follows it).
+    x = ops.act(x, "final_act", 1.0 / ops.gamma if spec.gamma_placement == "conv" else 1.0)
+    outputs = apply_head(
+        x,
+        include_top,
+        pooling,
+        classes,
+        classifier_activation,
+        dropout_rate,
+        keras.initializers.RandomNormal(0.0, 0.01),
+    )
+    model = AGCModel(model_inputs(input_tensor, inputs), outputs, name=name or row_name or "nf")
+    if weights == "imagenet":
+        from keras_nfnet.weights import load_pretrained_model
+
+        load_pretrained_model(model, row_name, include_top=include_top)
+    elif weights is not None and os.fspath(weights).endswith(".safetensors"):
+        arrays = read_safetensors(weights)
+        load_timm_entries(model, arrays, normfree_weight_map(spec, include_top=include_top))
+    elif weights is not None:
+        load_weights_file(model, weights)
+    return model
+
+
+def _row_builder(row: str, public_name: str):
+    spec = NF_SPECS[row]
+    doc = (
+        f"timm's ``{row}``: depths {spec.depths}, {spec.activation}, "
+        f"{spec.attention or 'no'} attention, trained at {spec.train_size} px and tested at "
+        f"{spec.test_size} px, {count_normfree_params(row):,} parameters.\n\n"
+        "Arguments as `keras_nfnet.models.normfree.NormFreeNet` without `spec`."
+    )
+    return variant_builder(NormFreeNet, row, public_name, doc)
+
+
+NFNetL0 = _row_builder("nfnet_l0", "NFNetL0")
+ECANFNetL0 = _row_builder("eca_nfnet_l0", "ECANFNetL0")
+ECANFNetL1 = _row_builder("eca_nfnet_l1", "ECANFNetL1")
+ECANFNetL2 = _row_builder("eca_nfnet_l2", "ECANFNetL2")
+ECANFNetL3 = _row_builder("eca_nfnet_l3", "ECANFNetL3")
