@@ -659,7 +659,7 @@ def _jax_reconstruct_array(fun, args, arr_state, aval_state):
 
 _NUMPY_CORE = ("numpy.core", "numpy._core")
 
-# Exact (module, name) -> stand-in. Nothing else is ever resolved (checkpoints.md §1.4).
+# Exact (module, name) -> stand-in. Nothing else is ever resolved.
 ALLOWED_GLOBALS: dict[tuple[str, str], object] = {
     ("numpy", "ndarray"): _NDARRAY,
     ("numpy", "dtype"): _dtype,
@@ -773,7 +773,7 @@ def expected_deepmind_shapes(
     """The ``{"module:leaf": shape}`` layout of a DeepMind NFNet file, from `nfnet_plan` alone.
 
     DeepMind arrays have the Keras variables' shapes (HWIO kernels, ``(in, out)`` dense kernels,
-    ``(out,)`` gains and biases, ``()`` skip gains; checkpoints.md §1.9), so these are also the
+    ``(out,)`` gains and biases, ``()`` skip gains), so these are also the
     shapes of `nfnet_weight_map` entries in a built model; no model is built here. The published
     files always hold the ImageNet classifier: to read one, pass ``include_top=True`` and
     ``classes=1000`` whatever model it will fill (`load_deepmind_arrays` drops the head).

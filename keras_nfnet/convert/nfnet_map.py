@@ -101,7 +101,7 @@ def nfnet_weight_map(variant: str | NFNetVariant, include_top: bool = True) -> l
 
 
 def timm_to_keras_layout(array: np.ndarray, kind: str) -> np.ndarray:
-    """Re-lay a timm (PyTorch) tensor out as its Keras weight (checkpoints.md §2.4).
+    """Re-lay a timm (PyTorch: OIHW kernels, (out, 1, 1, 1) gains) tensor out as its Keras weight.
 
     The tensor must already have the exact timm shape of its Keras weight (`timm_shape`); a
     reshape here would otherwise accept any tensor with the right number of elements.

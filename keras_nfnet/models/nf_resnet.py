@@ -32,7 +32,8 @@ from keras_nfnet.models.common import (
     model_inputs,
     variant_builder,
 )
-from keras_nfnet.models.nfnet import BlockPlan, _ws_params, beta_schedule, stochdepth_schedule
+from keras_nfnet.models.nfnet import BlockPlan
+from keras_nfnet.models.spec import _ws_params, beta_schedule, stochdepth_schedule
 
 BASE_WIDTHS = (64, 128, 256, 512)
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 
 import keras
 
@@ -47,6 +46,7 @@ from keras_nfnet.models.common import (
     model_inputs,
     variant_builder,
 )
+from keras_nfnet.models.spec import _ws_params, beta_schedule, stochdepth_schedule
 
 NUMERICS = ("deepmind", "timm")
 
@@ -171,40 +171,6 @@ def bottleneck_width(out_channels: int, ratio: float, group_width: int) -> tuple
     return groups * group_width, groups
 
 
-def beta_schedule(depths: tuple[int, ...] | list[int], alpha: float) -> list[float]:
-    """beta of every block, in creation order (§3.3), shared by NFNet, NF-ResNet and NF-RegNet.
-
-    beta is ``1 / expected_std`` of the block input, assuming ``skip_gain = 1``: the expected
-    variance grows by ``alpha**2`` per block and resets to 1 after each stage's first block,
-    whose shortcut is a conv of the normalized input.
-
-    Example:
-    >>> [round(b, 5) for b in beta_schedule((1, 2), alpha=0.2)]
-    [1.0, 0.98058, 0.98058]
-    """
-    betas = []
-    expected_std = 1.0
-    for depth in depths:
-        for index in range(depth):
-            betas.append(1.0 / expected_std)
-            # §3.3: the variance along the identity path resets after each transition block.
-            if index == 0:
-                expected_std = 1.0
-            expected_std = math.sqrt(expected_std**2 + alpha**2)
-    return betas
-
-
-def stochdepth_schedule(depths: tuple[int, ...] | list[int], rate: float) -> list[float]:
-    """§3.5: block k of N drops its residual branch with probability ``rate * k / N``.
-
-    Example:
-    >>> [round(r, 3) for r in stochdepth_schedule((1, 3), rate=0.2)]
-    [0.0, 0.05, 0.1, 0.15]
-    """
-    total = sum(depths)
-    return [rate * k / total for k in range(total)]
-
-
 def nfnet_plan(
     variant: str | NFNetVariant, stochdepth_rate: float | None = None
 ) -> list[BlockPlan]:
@@ -245,10 +211,6 @@ def nfnet_plan(
             in_channels = out_channels
             k += 1
     return plan
-
-
-def _ws_params(kernel: int, in_channels: int, out_channels: int, groups: int = 1) -> int:
-    return kernel * kernel * (in_channels // groups) * out_channels + 2 * out_channels
 
 
 def count_nfnet_params(

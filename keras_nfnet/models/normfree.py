@@ -119,7 +119,7 @@ def _attention(x, p: NFBlockPlan, spec: NFSpec):
 
 
 def _block(x, p: NFBlockPlan, spec: NFSpec, ops: _Ops):
-    """``x + alpha * f(phi(x) * beta)``, the pre-activation NF block (nfnet_reference.md §3.2)."""
+    """``x + alpha * f(phi(x) * beta)``, the pre-activation NF block: activate, then scale."""
     name = p.name
     h = ops.act(x, f"{name}_preact", p.beta)
     shortcut = x

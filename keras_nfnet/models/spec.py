@@ -44,7 +44,7 @@ def make_divisible(value: float, divisor: int = 8, round_limit: float = 0.9) -> 
 
 
 def beta_schedule(depths: tuple[int, ...] | list[int], alpha: float) -> list[float]:
-    """beta of every block, in creation order (nfnet_reference.md §3.3), for every NF family.
+    """beta of every block, in creation order, for every NF family (DeepMind's and timm's rule).
 
     beta is ``1 / expected_std`` of the block input, assuming ``skip_gain = 1``: the expected
     variance grows by ``alpha**2`` per block and resets to 1 after each stage's first block,
