@@ -1,7 +1,10 @@
 """keras_nfnet: Normalizer-Free Networks (NFNets) for Keras 3."""
 
+import keras_nfnet.quiet  # noqa: F401  (first, before keras: quiets TensorFlow start-up lines)
 from keras_nfnet import agc, export, layers, optimizers, weights
 from keras_nfnet.agc_model import AGCModel
+from keras_nfnet.architecture.rows import MODEL_SPECS, NF_SPECS, get_spec
+from keras_nfnet.architecture.spec import NFSpec, count_normfree_params
 from keras_nfnet.models import (
     NF_REGNET_VARIANTS,
     NF_RESNET_VARIANTS,
@@ -53,12 +56,12 @@ from keras_nfnet.models.normfree import (
     NFNetL0,
     NormFreeNet,
 )
-from keras_nfnet.models.spec import NF_SPECS, NFSpec, count_normfree_params
 from keras_nfnet.zoo import create_model, list_models
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "MODEL_SPECS",
     "NFNET_VARIANTS",
     "NF_REGNET_VARIANTS",
     "NF_RESNET_VARIANTS",
@@ -109,6 +112,7 @@ __all__ = [
     "create_model",
     "decode_predictions",
     "export",
+    "get_spec",
     "layers",
     "list_models",
     "nf_regnet_plan",

@@ -1,4 +1,4 @@
-"""Pretrained NFNet-F0…F6 weights: registry, download, hash check, one-time conversion, cache.
+"""Pretrained weights of every published row: registry, download, hash check, conversion, cache.
 
 ``keras_nfnet.NFNetF0(weights="imagenet")`` calls `load_pretrained_weights`, which
 
@@ -11,15 +11,17 @@
    weight of the model strictly, and writes the converted ``.weights.h5`` beside the download
    (atomically), so later calls load that file and make no request.
 
-The default source is timm's safetensors copy of the DeepMind weights (checkpoints.md §0.1):
-parsing it runs no code. Load it with DeepMind numerics (the `NFNet` default): the arrays are
-DeepMind's own.
+The registry has two tables: `PRETRAINED_WEIGHTS` (DeepMind's F0-F6, keyed ``"F0"`` …, from
+timm's safetensors copy by default, docs/checkpoints.md §0.1, or DeepMind's own pickles) and
+`PRETRAINED_MODELS` (timm's own rows, keyed by `create_model` name). Parsing safetensors runs no
+code. Load the F weights with DeepMind numerics (the `NFNet` default): the arrays are DeepMind's.
 
-**No file hash is known yet.** Neither the timm hub files nor the DeepMind files have a SHA-256
-confirmed from a trustworthy observation (checkpoints.md §1.3, §2.6), so the registry below
-carries ``None`` and downloads are checked only structurally (every tensor present, every shape
-right, finite float32). Each download prints its SHA-256. Pin one, and every later download and
-cached copy is verified against it, in either of two ways:
+**SHA-256 pins.** A hash is pinned where a public record of it is known: the Hugging Face file
+pages of ``dm_nfnet_f0``, ``dm_nfnet_f4``, ``nfnet_l0`` and ``eca_nfnet_l0`` (quoted, with their
+file commits, in issue 17 of this repository's tracker); their URLs carry that commit as the
+revision. The others carry ``None`` and ``main`` and are checked structurally (every tensor
+present, every shape right, finite float32); each such download prints its SHA-256. Pin one, and
+every later download and cached copy is verified against it, in either of two ways:
 
 * the environment variable ``KERAS_NFNET_SHA256_<VARIANT>_<SOURCE>``, e.g.
   ``KERAS_NFNET_SHA256_F0_TIMM=<64 hex digits>``;
@@ -29,8 +31,8 @@ Example:
 >>> from keras_nfnet.weights import PRETRAINED_WEIGHTS, checkpoint_sha256
 >>> sorted(PRETRAINED_WEIGHTS)
 ['F0', 'F1', 'F2', 'F3', 'F4', 'F5', 'F6']
->>> checkpoint_sha256("F0") is None  # not pinned: no trustworthy hash is known yet
-True
+>>> checkpoint_sha256("F0")[:12], checkpoint_sha256("F1") is None
+('5e6596290aa0', True)
 """
 
 from __future__ import annotations
@@ -46,19 +48,27 @@ import urllib.request
 
 import keras
 
+from keras_nfnet.architecture.rows import (
+    NFNET_VARIANTS,
+    NFNetVariant,
+    dm_nfnet_name,
+    get_spec,
+    get_variant,
+    resolve_spec,
+)
+from keras_nfnet.architecture.spec import NFSpec
 from keras_nfnet.atomic import atomic_path, remove_stale_temporaries
 from keras_nfnet.convert.checkpoint import (
     check_source,
     load_checkpoint_arrays,
+    load_weights_file,
     read_checkpoint,
     save_weights_atomic,
 )
 from keras_nfnet.convert.normfree_map import normfree_weight_map
 from keras_nfnet.convert.timm import load_timm_entries, read_safetensors
-from keras_nfnet.models.common import load_weights_file
-from keras_nfnet.models.nfnet import NFNET_VARIANTS, NFNetVariant, get_variant
 
-TIMM_URL = "https://huggingface.co/timm/dm_nfnet_{v}.dm_in1k/resolve/main/model.safetensors"
+HF_URL = "https://huggingface.co/timm/{repo}/resolve/{revision}/model.safetensors"
 DEEPMIND_URL = "https://storage.googleapis.com/dm-nfnets/{V}_haiku.npz"
 
 
@@ -71,7 +81,7 @@ class PretrainedCheckpoint:
         urls: download URL per source (``"timm"``, ``"deepmind"``).
         sha256: pinned SHA-256 per source; a missing or ``None`` entry means not yet known.
         classes: classifier width of the checkpoint.
-        top1: published ImageNet top-1 (DM protocol, checkpoints.md §4), for the docs.
+        top1: published ImageNet top-1 (DM protocol, docs/checkpoints.md §4), for the docs.
     """
 
     variant: str | NFNetVariant
@@ -81,49 +91,94 @@ class PretrainedCheckpoint:
     top1: float | None = None
 
 
+# SHA-256 and file commit of each Hugging Face file where a public record of them is known: the
+# file pages, as quoted in issue 17 of this repository's tracker (size in brackets). Never guessed.
+_HF_PINS: dict[str, tuple[str, str]] = {
+    # dm_nfnet_f0.dm_in1k (286 MB)
+    "dm_nfnet_f0": ("7cb8ea6", "5e6596290aa0bce6f2b8569088b6fc6c7c25487a9c99432d356fd6f3caae548d"),
+    # dm_nfnet_f4.dm_in1k
+    "dm_nfnet_f4": ("371e2d4", "2a888cfb9a20e0fde412c7bd579b60d54db632450389bf059dd1cf8a83d85ff1"),
+    # nfnet_l0.ra2_in1k (140 MB)
+    "nfnet_l0": ("f5ad926", "fce06fcc634422a28b462ab884e831e8ecabb24673a6309af4724be74adfeec8"),
+    # the repo timm/eca_nfnet_l0 (96.6 MB)
+    "eca_nfnet_l0": ("be75922", "35d0ec82a306483b79acfa9e0376e7585565900b698b77271456a98d9d7797ed"),
+}
+
+
+def _hf(name: str, repo: str) -> tuple[str, str | None]:
+    """``(url, sha256)`` of a timm hub file: pinned revision and hash where known, else main."""
+    revision, sha256 = _HF_PINS.get(name, ("main", None))
+    return HF_URL.format(repo=repo, revision=revision), sha256
+
+
 def _published(name: str, top1: float) -> PretrainedCheckpoint:
-    # checkpoints.md §1.1 and §2.1. SHA-256: none confirmed yet (§1.3, §2.6); see pin_sha256.
+    # docs/checkpoints.md §1.1 and §2.1. DeepMind's own files have no published SHA-256 (§1.3).
+    url, sha256 = _hf(dm_nfnet_name(name), f"dm_nfnet_{name.lower()}.dm_in1k")
     return PretrainedCheckpoint(
         variant=name,
-        urls={"timm": TIMM_URL.format(v=name.lower()), "deepmind": DEEPMIND_URL.format(V=name)},
-        sha256={"timm": None, "deepmind": None},
+        urls={"timm": url, "deepmind": DEEPMIND_URL.format(V=name)},
+        sha256={"timm": sha256, "deepmind": None},
         top1=top1,
     )
 
 
-# checkpoints.md §0: DeepMind published F0-F6 (F6 trained with SAM); F7 and F+ have no weights.
+# docs/checkpoints.md §0: DeepMind published F0-F6 (F6 trained with SAM); F7 and F+ have no
+# weights. top1: timm's results-imagenet.csv (timm's protocol), not re-measured here.
 PRETRAINED_WEIGHTS: dict[str, PretrainedCheckpoint] = {
     name: _published(name, top1)
     for name, top1 in zip(
-        ("F0", "F1", "F2", "F3", "F4", "F5", "F6"), (83.6, 84.7, 85.1, 85.7, 85.9, 86.0, 86.5)
+        ("F0", "F1", "F2", "F3", "F4", "F5", "F6"),
+        (83.486, 84.702, 85.194, 85.686, 85.836, 86.098, 86.362),
     )
 }
 
-HF_URL = "https://huggingface.co/timm/{repo}/resolve/main/model.safetensors"
 
-
-def _timm_hub(repo: str, sha256: str | None = None) -> PretrainedCheckpoint:
+def _timm_hub(repo: str, top1: float | None) -> PretrainedCheckpoint:
+    name = repo.split(".")[0]
+    url, sha256 = _hf(name, repo)
     return PretrainedCheckpoint(
-        variant=repo.split(".")[0], urls={"timm": HF_URL.format(repo=repo)}, sha256={"timm": sha256}
+        variant=name, urls={"timm": url}, sha256={"timm": sha256}, top1=top1
     )
 
 
-# timm's published weights of `NF_SPECS` rows (timm's pretrained_cfg hf_hub_id). SHA-256 from the
-# Hugging Face file pages where a record of it is known (issue 17 of this repository lists each
-# with its size and commit); the others are checked structurally and print their hash.
+# timm's published weights of `NF_SPECS` rows (timm's pretrained_cfg hf_hub_id). top1: timm's
+# results-imagenet.csv at the row's test size, not re-measured here.
 PRETRAINED_MODELS: dict[str, PretrainedCheckpoint] = {
-    "nfnet_l0": _timm_hub(
-        "nfnet_l0.ra2_in1k", "fce06fcc634422a28b462ab884e831e8ecabb24673a6309af4724be74adfeec8"
-    ),
-    "eca_nfnet_l0": _timm_hub(
-        "eca_nfnet_l0.ra2_in1k", "35d0ec82a306483b79acfa9e0376e7585565900b698b77271456a98d9d7797ed"
-    ),
-    "eca_nfnet_l1": _timm_hub("eca_nfnet_l1.ra2_in1k"),
-    "eca_nfnet_l2": _timm_hub("eca_nfnet_l2.ra3_in1k"),
-    "nf_resnet50": _timm_hub("nf_resnet50.ra2_in1k"),
-    "nf_regnet_b1": _timm_hub("nf_regnet_b1.ra2_in1k"),
-    "test_nfnet": _timm_hub("test_nfnet.r160_in1k"),
+    "nfnet_l0": _timm_hub("nfnet_l0.ra2_in1k", 82.752),
+    "eca_nfnet_l0": _timm_hub("eca_nfnet_l0.ra2_in1k", 82.578),
+    "eca_nfnet_l1": _timm_hub("eca_nfnet_l1.ra2_in1k", 84.010),
+    "eca_nfnet_l2": _timm_hub("eca_nfnet_l2.ra3_in1k", 84.702),
+    "nf_resnet50": _timm_hub("nf_resnet50.ra2_in1k", 80.640),
+    "nf_regnet_b1": _timm_hub("nf_regnet_b1.ra2_in1k", 79.306),
+    "test_nfnet": _timm_hub("test_nfnet.r160_in1k", None),
 }
+
+
+def pretrained_names() -> set[str]:
+    """The `create_model` names ``weights="imagenet"`` serves (the rows with a URL)."""
+    return {*PRETRAINED_MODELS, *(dm_nfnet_name(v) for v in PRETRAINED_WEIGHTS)}
+
+
+def registered_key(spec: NFSpec) -> str | None:
+    """The registry name of a spec: a `PRETRAINED_WEIGHTS` key or DeepMind F variant whose spec
+    it is (any numerics), a timm row of `PRETRAINED_MODELS`, or None for a custom spec."""
+    plain = dataclasses.replace(spec, numerics="deepmind")
+    dm = {**{k: e.variant for k, e in PRETRAINED_WEIGHTS.items()}, **NFNET_VARIANTS}
+    for key, variant in dm.items():
+        if resolve_spec(variant) == plain:
+            return key
+    return next((n for n in PRETRAINED_MODELS if get_spec(n) == spec), None)
+
+
+def _dm_variant_of(key) -> str | NFNetVariant | None:
+    """The DeepMind F variant a pretrained key names (``"dm_nfnet_f0"``, ``"F0"``, an
+    `NFNetVariant`, a `PRETRAINED_WEIGHTS` key), else None (a timm row name)."""
+    if isinstance(key, NFNetVariant) or key in PRETRAINED_WEIGHTS:
+        return key
+    if isinstance(key, str) and key.upper() in NFNET_VARIANTS:
+        return key.upper()
+    return next((v for v in NFNET_VARIANTS if key == dm_nfnet_name(v)), None)
+
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -427,17 +482,23 @@ def load_pretrained_weights(
     name, entry = find_checkpoint(variant)
 
     def fill(path: str) -> None:
-        arrays = read_checkpoint(source, path, variant, classes=entry.classes)
-        load_checkpoint_arrays(model, arrays, source, variant, include_top=include_top)
+        arrays = read_checkpoint(source, path, entry.variant, classes=entry.classes)
+        load_checkpoint_arrays(model, arrays, source, entry.variant, include_top=include_top)
 
     return _load_through_cache(model, name, source, include_top, fill)
 
 
-def check_pretrained_model(name: str | None, include_top: bool, classes: int) -> None:
-    """Validate ``weights="imagenet"`` for an `NF_SPECS` row before building it."""
+def check_pretrained_model(name, include_top: bool, classes: int) -> None:
+    """Validate ``weights="imagenet"`` for a `create_model` row (or DeepMind F variant) before
+    building it."""
+    variant = _dm_variant_of(name)
+    if variant is not None:
+        check_pretrained(variant, include_top, classes)
+        return
     if name not in PRETRAINED_MODELS:
+        what = "a custom spec" if name is None else repr(name)
         raise ValueError(
-            f"No pretrained weights exist for {name!r}. weights='imagenet' is available for "
+            f"No pretrained weights exist for {what}. weights='imagenet' is available for "
             f"{', '.join(PRETRAINED_MODELS)} (and the DeepMind rows dm_nfnet_f0 ... "
             "dm_nfnet_f6); use weights=None or a weights file."
         )
@@ -450,8 +511,8 @@ def check_pretrained_model(name: str | None, include_top: bool, classes: int) ->
         )
 
 
-def load_pretrained_model(model: keras.Model, name: str, include_top: bool = True) -> str:
-    """Fill ``model`` (an `NF_SPECS` row ``name``) with the row's published timm weights.
+def load_pretrained_model(model: keras.Model, name, include_top: bool = True) -> str:
+    """Fill ``model`` (row ``name``, or a DeepMind F variant) with its published weights.
 
     Same download, hash check, strict conversion and cache as `load_pretrained_weights`.
 
@@ -460,8 +521,12 @@ def load_pretrained_model(model: keras.Model, name: str, include_top: bool = Tru
     >>> model = keras_nfnet.create_model("eca_nfnet_l0", weights="imagenet")  # doctest: +SKIP
     """
 
+    variant = _dm_variant_of(name)
+    if variant is not None:
+        return load_pretrained_weights(model, variant, include_top=include_top)
+
     def fill(path: str) -> None:
-        entries = normfree_weight_map(name, include_top=include_top)
+        entries = normfree_weight_map(get_spec(name), include_top=include_top)
         load_timm_entries(model, read_safetensors(path), entries)
 
     return _load_through_cache(model, name, "timm", include_top, fill)

@@ -2,7 +2,7 @@
 
 * The main pytest process runs the Keras TensorFlow backend. Other backends, and anything that
   imports torch/timm, run in subprocesses (`run_python`): importing torchvision after TensorFlow
-  crashes the process (platform_facts.md), and pytest's collection order must not decide that.
+  crashes the process (docs/platform_facts.md), and pytest's collection order must not decide that.
 * Two logical CPU devices are configured before any TensorFlow op, so tests can use
   ``tf.distribute.MirroredStrategy`` over 2 replicas.
 """
@@ -27,6 +27,7 @@ tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceCon
 from loopback import Server  # noqa: E402
 from tiny import TINY_VARIANT  # noqa: E402
 
+import training.registry_imports  # noqa: E402, F401  (the built-in experiments)
 from keras_nfnet import weights  # noqa: E402
 from keras_nfnet.models.nfnet import NFNetVariant  # noqa: E402
 

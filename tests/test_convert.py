@@ -1,4 +1,5 @@
-"""Checkpoint converters: timm safetensors and DeepMind pickles -> Keras (checkpoints.md §1-§3)."""
+"""Checkpoint converters: timm safetensors and DeepMind pickles -> Keras (docs/checkpoints.md
+§1-§3)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ from conftest import TINY_VARIANT, run_python
 
 from keras_nfnet.convert import (
     RestrictedUnpickler,
-    convert_checkpoint,
     load_deepmind_arrays,
     nfnet_weight_map,
     read_deepmind,
 )
+from keras_nfnet.convert.__main__ import convert_checkpoint
 from keras_nfnet.convert.__main__ import main as convert_main
 from keras_nfnet.convert.deepmind import ALLOWED_GLOBALS
 from keras_nfnet.convert.nfnet_map import keras_variable
@@ -33,7 +34,7 @@ def relative_error(got, want):
 def dm_tree(model, variant, container=dict):
     """A DeepMind-style ``{module: {leaf: array}}`` tree with a distinct value pattern per array.
 
-    DeepMind arrays have the Keras layout (checkpoints.md §1.9), so shapes come from the model.
+    DeepMind arrays have the Keras layout (docs/checkpoints.md §1.9), so shapes come from the model.
     """
     tree = container()
     for index, entry in enumerate(nfnet_weight_map(variant)):
@@ -118,7 +119,7 @@ def f0_model():
 def test_f0_deepmind_file_lands_every_array_in_its_layer(form, f0_model, tmp_path):
     container = collections.OrderedDict if form == "dill_ordereddict" else dict
     tree = dm_tree(f0_model, "F0", container)
-    # checkpoints.md §1.8: F0 has 94 parameter-owning modules and 233 leaf arrays.
+    # docs/checkpoints.md §1.8: F0 has 94 parameter-owning modules and 233 leaf arrays.
     assert len(tree) == 94 and sum(len(leaves) for leaves in tree.values()) == 233
     assert "NFNet/~/nf_block/~/conv_shortcut" in tree and "NFNet/~/nf_block_0" not in tree
     assert set(tree["NFNet/~/nf_block_1/~/squeeze_excite/~/linear_1"]) == {"w", "b"}
@@ -177,7 +178,7 @@ def test_deepmind_tiny_file_without_top_drops_only_the_classifier(tiny_model, tm
     np.testing.assert_array_equal(conv.gain.numpy(), tree["NFNet/~/final_conv"]["gain"])
 
 
-# --- safety (checkpoints.md §1.4) ------------------------------------------------------------
+# --- safety (docs/checkpoints.md §1.4) ------------------------------------------------------------
 
 
 class RunsCommand:
@@ -258,3 +259,29 @@ def test_allowlist_covers_every_form_synthesized_with_the_real_libraries(tmp_pat
                 want = np.arange(6.0).reshape(2, 3) if form == "dill_jax" else tree[module][leaf]
                 np.testing.assert_array_equal(np.asarray(value), want, err_msg=form)
                 assert isinstance(value, np.ndarray | np.generic), (form, type(value))
+
+
+def test_weights_a_deepmind_npz_loads_directly_into_the_generic_builder(tiny_model, tmp_path):
+    from keras_nfnet.models.normfree import NormFreeNet
+
+    tree = dm_tree(tiny_model, TINY_VARIANT)
+    path = tmp_path / "tiny_haiku.npz"
+    path.write_bytes(dill.dumps(tree))
+    model = NormFreeNet(TINY_VARIANT.spec(), classes=10, weights=path)
+    for entry in nfnet_weight_map(TINY_VARIANT):
+        module, leaf = entry.dm_key.split(":")
+        np.testing.assert_array_equal(
+            keras_variable(model, entry).numpy(), tree[module][leaf], err_msg=entry.dm_key
+        )
+    x = np.random.default_rng(0).normal(size=(2, 40, 48, 3)).astype("float32")
+    tiny_model.set_weights(model.get_weights())
+    np.testing.assert_array_equal(model(x, training=False), tiny_model(x, training=False))
+
+
+def test_weights_npz_for_a_row_without_a_deepmind_layout_is_refused(tmp_path):
+    from keras_nfnet.models.normfree import NormFreeNet
+
+    path = tmp_path / "x.npz"
+    path.write_bytes(dill.dumps({"NFNet/~/linear": {"b": np.zeros(3, "float32")}}))
+    with pytest.raises(ValueError, match="no DeepMind layout"):
+        NormFreeNet("test_nfnet", input_shape=(32, 32, 3), weights=path)

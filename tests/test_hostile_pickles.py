@@ -33,11 +33,11 @@ from keras_nfnet.convert.deepmind import (
     MAX_PICKLE_OPS,
     PickleLimitError,
     RestrictedUnpickler,
-    expected_deepmind_shapes,
     layout_file_limit,
     read_deepmind,
     scan_pickle,
 )
+from keras_nfnet.convert.deepmind_layout import expected_deepmind_shapes
 from keras_nfnet.convert.nfnet_map import keras_variable, nfnet_weight_map
 from keras_nfnet.models.nfnet import NFNET_VARIANTS, NFNet, count_nfnet_params
 

@@ -1,4 +1,4 @@
-"""keras_nfnet.layers against NumPy references of nfnet_reference.md §3-§5."""
+"""keras_nfnet.layers against NumPy references of docs/nfnet_reference.md §3-§5."""
 
 from __future__ import annotations
 
@@ -166,7 +166,7 @@ def test_wsconv2d_statistics_stay_float32_under_mixed_precision():
 
 
 def test_gamma_table_is_verbatim():
-    # nfnet_reference.md §5: copied constants, not analytic values.
+    # docs/nfnet_reference.md §5: copied constants, not analytic values.
     assert GAMMAS["gelu"] == 1.7015043497085571
     assert GAMMAS["relu"] == 1.7139588594436646
     assert GAMMAS["silu"] == 1.7881293296813965
@@ -229,14 +229,18 @@ def test_stoch_depth_rate_outside_unit_interval_is_named(rate):
 def test_squeeze_excite_matches_numpy():
     se = SqueezeExcite(hidden_units=3, gate_multiplier=2.0)
     x = RNG.normal(size=(2, 4, 4, 6)).astype("float32")
-    y = np.asarray(se(x))
-    w0, b0 = np.asarray(se.fc0.kernel), RNG.normal(size=3).astype("float32")
-    se.fc0.bias.assign(b0)
-    y = np.asarray(se(x))
-    w1, b1 = np.asarray(se.fc1.kernel), np.asarray(se.fc1.bias)
     pooled = x.mean(axis=(1, 2))
-    gate = 1 / (1 + np.exp(-(np.maximum(pooled @ w0 + b0, 0) @ w1 + b1)))
-    np.testing.assert_allclose(y, x * 2 * gate[:, None, None, :], rtol=1e-5, atol=1e-6)
+
+    def expected(b0):
+        w0, w1, b1 = (np.asarray(v) for v in (se.fc0.kernel, se.fc1.kernel, se.fc1.bias))
+        gate = 1 / (1 + np.exp(-(np.maximum(pooled @ w0 + b0, 0) @ w1 + b1)))
+        return x * 2 * gate[:, None, None, :]
+
+    # With the initial zero bias, then with a random one (the bias must reach the gate).
+    np.testing.assert_allclose(np.asarray(se(x)), expected(0.0), rtol=1e-5, atol=1e-6)
+    b0 = RNG.normal(size=3).astype("float32")
+    se.fc0.bias.assign(b0)
+    np.testing.assert_allclose(np.asarray(se(x)), expected(b0), rtol=1e-5, atol=1e-6)
 
 
 def test_squeeze_excite_init_is_haiku_truncated_normal():

@@ -9,9 +9,15 @@ from conftest import TINY_VARIANT
 
 import keras_nfnet
 from keras_nfnet.convert import load_timm_arrays, read_safetensors
-from keras_nfnet.models.nfnet import NFNET_VARIANTS, NFNet, count_nfnet_params, nfnet_plan
+from keras_nfnet.models.nfnet import (
+    NFNET_VARIANTS,
+    PLUS_WIDTHS,
+    NFNet,
+    count_nfnet_params,
+    nfnet_plan,
+)
 
-# nfnet_reference.md §1.2-§1.3: exact parameter counts (1000 classes).
+# docs/nfnet_reference.md §1.2-§1.3: exact parameter counts (1000 classes).
 EXACT_PARAMS = {
     "F0": 71_489_284, "F1": 132_634_256, "F2": 193_779_228, "F3": 254_924_200,
     "F4": 316_069_172, "F5": 377_214_144, "F6": 438_359_116, "F7": 499_504_088,
@@ -35,7 +41,7 @@ def test_built_models_have_the_exact_parameter_count(builder, variant):
     assert model.count_params() == EXACT_PARAMS[variant]
     assert (
         len(model.weights) == 17 * sum(NFNET_VARIANTS[variant].depths) + 29
-    )  # checkpoints.md §1.8
+    )  # docs/checkpoints.md §1.8
     keras.backend.clear_session()
 
 
@@ -46,7 +52,7 @@ def test_plan_and_builder_agree_on_a_custom_variant():
     assert headless.count_params() == count_nfnet_params(TINY_VARIANT, include_top=False)
 
 
-# nfnet_reference.md §3.3, F0 per-block values with R = 0.25.
+# docs/nfnet_reference.md §3.3, F0 per-block values with R = 0.25.
 F0_TABLE = [
     # stage, b, in, out, width, groups, stride, beta, stochdepth
     (0, 0, 128, 256, 128, 1, 1, 1.0, 0.0),
@@ -105,9 +111,10 @@ def test_transition_betas_of_every_variant(variant):
     *transitions, smallest = TRANSITION_BETAS[variant]
     assert [p.beta for p in plan if p.index == 0] == pytest.approx([1.0, *transitions], abs=5e-6)
     assert min(p.beta for p in plan if p.index > 0) == pytest.approx(smallest, abs=5e-6)
-    assert nfnet_plan(variant + "+") == plan or [p.beta for p in nfnet_plan(variant + "+")] == [
-        p.beta for p in plan
-    ]
+    plus = nfnet_plan(variant + "+")  # same depths and betas, wider stages
+    assert [p.beta for p in plus] == [p.beta for p in plan]
+    assert [p.out_channels for p in plus if p.index == 0] == list(PLUS_WIDTHS)
+    assert [p.out_channels for p in plan if p.index == 0] == [256, 512, 1536, 1536]
     # Last block gets R(N-1)/N, not R.
     assert plan[-1].stochdepth_rate == pytest.approx(0.25 * (len(plan) - 1) / len(plan))
 
@@ -204,7 +211,9 @@ def test_dropout_and_stochdepth_overrides():
     names = [layer.name for layer in model.layers]
     assert "top_dropout" not in names
     assert model.get_layer("stage3_block0_drop_path").rate == pytest.approx(0.5 * 5 / 6)
-    assert NFNet(TINY_VARIANT, stochdepth_rate=0.0).get_layer("stage3_block0_skip_gain")
+    no_drop = [layer.name for layer in NFNet(TINY_VARIANT, stochdepth_rate=0.0).layers]
+    assert [n for n in no_drop if n.endswith("_drop_path")] == []
+    assert sum(n.endswith("_skip_gain") for n in no_drop) == sum(TINY_VARIANT.depths)
 
 
 @pytest.mark.parametrize(

@@ -145,14 +145,28 @@ def test_variants_without_published_weights_raise(variant):
         NFNet(variant, weights="imagenet")
 
 
-def test_registry_holds_f0_to_f6_with_both_sources_and_no_pinned_hash():
+def test_registry_holds_f0_to_f6_with_both_sources_and_the_known_pins():
     assert sorted(weights.PRETRAINED_WEIGHTS) == [f"F{i}" for i in range(7)]
     f3 = weights.PRETRAINED_WEIGHTS["F3"]
     assert f3.urls == {
         "timm": "https://huggingface.co/timm/dm_nfnet_f3.dm_in1k/resolve/main/model.safetensors",
         "deepmind": "https://storage.googleapis.com/dm-nfnets/F3_haiku.npz",
     }
-    assert all(weights.checkpoint_sha256(n) is None for n in weights.PRETRAINED_WEIGHTS)
+    # The Hugging Face file pages record F0's and F4's SHA-256 and file commit (issue 17).
+    f0, f4 = weights.PRETRAINED_WEIGHTS["F0"], weights.PRETRAINED_WEIGHTS["F4"]
+    assert f0.urls["timm"] == (
+        "https://huggingface.co/timm/dm_nfnet_f0.dm_in1k/resolve/7cb8ea6/model.safetensors"
+    )
+    assert f4.urls["timm"].endswith("/dm_nfnet_f4.dm_in1k/resolve/371e2d4/model.safetensors")
+    assert weights.checkpoint_sha256("F0") == (
+        "5e6596290aa0bce6f2b8569088b6fc6c7c25487a9c99432d356fd6f3caae548d"
+    )
+    assert weights.checkpoint_sha256("F4") == (
+        "2a888cfb9a20e0fde412c7bd579b60d54db632450389bf059dd1cf8a83d85ff1"
+    )
+    unpinned = [n for n in weights.PRETRAINED_WEIGHTS if n not in ("F0", "F4")]
+    assert all(weights.checkpoint_sha256(n) is None for n in unpinned)
+    assert all(weights.checkpoint_sha256(n, "deepmind") is None for n in weights.PRETRAINED_WEIGHTS)
 
 
 def test_pin_sha256_validates_and_pins(monkeypatch):

@@ -19,8 +19,10 @@ from conftest import TESTS, run_python
 
 import keras_nfnet
 from keras_nfnet import weights
+from keras_nfnet.architecture.rows import DM_SPECS, NF_SPECS, get_spec
+from keras_nfnet.architecture.spec import count_normfree_params
+from keras_nfnet.models import count_nf_regnet_params, count_nf_resnet_params, count_nfnet_params
 from keras_nfnet.models.normfree import NormFreeNet
-from keras_nfnet.models.spec import NF_SPECS, count_normfree_params
 
 FULL = ("test_nfnet", "eca_nfnet_l0", "nfnet_l0", "nf_regnet_b1", "nf_resnet50")
 REDUCED_DEPTHS = (1, 1, 1, 1)
@@ -90,7 +92,7 @@ def test_every_timm_row_is_in_the_table():
 
 @pytest.mark.parametrize("name", sorted(TIMM_PARAMS))
 def test_parameter_count_equals_timms(name):
-    assert count_normfree_params(name) == TIMM_PARAMS[name]
+    assert count_normfree_params(get_spec(name)) == TIMM_PARAMS[name]
 
 
 @pytest.mark.parametrize("name", [*FULL, *REDUCED])
@@ -175,3 +177,63 @@ def test_imagenet_for_a_timm_row_downloads_checks_the_pin_and_caches(
         "test_nfnet.safetensors",
         f"test_nfnet_timm_{sha[:12]}.weights.h5",
     ]
+
+
+def test_deepmind_rows_count_as_the_deepmind_tables():
+    # The F, NF-ResNet and NF-RegNet tables' exact counts are asserted in test_nfnet.py,
+    # test_nf_resnet.py and test_nf_regnet.py through these functions.
+    assert count_normfree_params(DM_SPECS["dm_nfnet_f0"]) == count_nfnet_params("F0") == 71489284
+    assert count_normfree_params(DM_SPECS["dm_nfnet_f7_plus"]) == count_nfnet_params("F7+")
+    assert count_normfree_params(DM_SPECS["dm_nf_resnet50"]) == 25557048
+    assert count_normfree_params(DM_SPECS["dm_nf_seresnet50"]) == 35635704
+    assert count_normfree_params(DM_SPECS["dm_nf_regnet_b0"]) == 8595372
+    for v in ("26", "101", "152", "200"):
+        assert count_normfree_params(DM_SPECS[f"dm_nf_resnet{v}"]) == count_nf_resnet_params(v)
+    for v in ("B1", "B4", "B8"):
+        spec = DM_SPECS[f"dm_nf_regnet_{v.lower()}"]
+        assert count_normfree_params(spec) == count_nf_regnet_params(v)
+    model = keras_nfnet.create_model("dm_nf_regnet_b0", input_shape=(32, 32, 3))
+    assert model.count_params() == 8595372
+
+
+def _pinned():
+    tables = {**weights.PRETRAINED_WEIGHTS, **weights.PRETRAINED_MODELS}
+    return [
+        (name, source)
+        for name, entry in tables.items()
+        for source, sha in entry.sha256.items()
+        if sha is not None
+    ]
+
+
+def test_the_known_pins_are_the_four_public_records():
+    assert sorted(_pinned()) == [
+        ("F0", "timm"),
+        ("F4", "timm"),
+        ("eca_nfnet_l0", "timm"),
+        ("nfnet_l0", "timm"),
+    ]
+
+
+@pytest.mark.parametrize("name, source", _pinned())
+def test_every_pinned_hash_refuses_a_wrong_file_and_caches_nothing(
+    name, source, server, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    key, entry = weights.registry_entry(name)
+    url = entry.urls[source]
+    revision = url.split("/resolve/")[1].split("/")[0]
+    assert revision != "main" and len(revision) >= 7  # a pinned file commit, not a branch
+    path = "/" + url.split("://", 1)[1].split("/", 1)[1]
+    table = (
+        weights.PRETRAINED_MODELS
+        if key in weights.PRETRAINED_MODELS
+        else weights.PRETRAINED_WEIGHTS
+    )
+    # Same path and the registry's own pinned hash; only the host is the loopback server.
+    moved = dataclasses.replace(entry, urls={**entry.urls, source: server.url + path})
+    monkeypatch.setitem(table, key, moved)
+    server.files[path] = b"not the published file"
+    with pytest.raises(ValueError, match=f"SHA-256 mismatch.*expected {entry.sha256[source]}"):
+        weights.download_checkpoint(name, source)
+    assert not any((tmp_path / "keras" / "models").iterdir())

@@ -168,9 +168,8 @@ def register_experiment(name: str):
 
 
 def registered_experiments() -> list[str]:
-    """Sorted names of the registered experiments."""
-    from training import experiments  # noqa: F401  (registers the built-in experiments)
-
+    """Sorted names of the registered experiments (import `training.registry_imports` first to
+    have the built-in ones)."""
     return sorted(_REGISTRY)
 
 

@@ -1,12 +1,16 @@
-"""Checkpoint converters (timm safetensors and DeepMind Haiku pickles) and their name table."""
+"""Checkpoint converters (timm safetensors and DeepMind Haiku pickles) and their name table.
+
+Building a model from a checkpoint file is `keras_nfnet.convert.__main__.convert_checkpoint`
+(it needs the builders, which need this package).
+"""
 
 from keras_nfnet.convert.checkpoint import (
     SOURCES,
-    convert_checkpoint,
     load_checkpoint_arrays,
     read_checkpoint,
 )
-from keras_nfnet.convert.deepmind import RestrictedUnpickler, load_deepmind_arrays, read_deepmind
+from keras_nfnet.convert.deepmind import RestrictedUnpickler, read_deepmind
+from keras_nfnet.convert.deepmind_layout import load_deepmind_arrays
 from keras_nfnet.convert.nfnet_map import WeightEntry, assign_arrays, nfnet_weight_map
 from keras_nfnet.convert.timm import load_timm_arrays, read_safetensors
 
@@ -15,7 +19,6 @@ __all__ = [
     "RestrictedUnpickler",
     "WeightEntry",
     "assign_arrays",
-    "convert_checkpoint",
     "load_checkpoint_arrays",
     "load_deepmind_arrays",
     "load_timm_arrays",

@@ -1,7 +1,9 @@
 """One entry point for both checkpoint sources: read, load into a model, write a Keras file.
 
-``source`` is ``"timm"`` (safetensors from the Hugging Face hub, checkpoints.md §2) or
-``"deepmind"`` (the Haiku pickles, read with the restricted unpickler, §1.4).
+``source`` is ``"timm"`` (safetensors from the Hugging Face hub, docs/checkpoints.md §2) or
+``"deepmind"`` (the Haiku pickles, read with the restricted unpickler, §1.4). ``variant`` is
+anything `keras_nfnet.architecture.rows.resolve_spec` accepts. Building a model and writing a
+Keras file is `keras_nfnet.convert.__main__.convert_checkpoint`.
 """
 
 from __future__ import annotations
@@ -13,13 +15,9 @@ import keras
 import numpy as np
 
 from keras_nfnet.atomic import atomic_path
-from keras_nfnet.convert.deepmind import (
-    expected_deepmind_shapes,
-    load_deepmind_arrays,
-    read_deepmind,
-)
+from keras_nfnet.convert.deepmind import read_deepmind
+from keras_nfnet.convert.deepmind_layout import expected_deepmind_shapes, load_deepmind_arrays
 from keras_nfnet.convert.timm import load_timm_arrays, read_safetensors
-from keras_nfnet.models.nfnet import NFNetVariant
 
 SOURCES = ("timm", "deepmind")
 # The classifier bias of each source, to read the number of classes off a file.
@@ -35,7 +33,7 @@ def check_source(source: str) -> str:
 
 
 def read_checkpoint(
-    source: str, path: str | os.PathLike, variant: str | NFNetVariant | None = None, classes=1000
+    source: str, path: str | os.PathLike, variant=None, classes: int = 1000
 ) -> dict[str, np.ndarray]:
     """Read every tensor of a checkpoint file, keyed by the source's own names, dtypes kept.
 
@@ -61,7 +59,7 @@ def load_checkpoint_arrays(
     model: keras.Model,
     arrays: Mapping[str, np.ndarray],
     source: str,
-    variant: str | NFNetVariant,
+    variant,
     include_top: bool = True,
 ) -> None:
     """Fill every weight of ``model`` from ``arrays``, strictly (see `assign_arrays`)."""
@@ -69,6 +67,24 @@ def load_checkpoint_arrays(
         load_timm_arrays(model, dict(arrays), variant, include_top=include_top)
     else:
         load_deepmind_arrays(model, arrays, variant, include_top=include_top)
+
+
+def load_weights_file(model: keras.Model, path: str | os.PathLike) -> None:
+    """``model.load_weights(path)``, with an error that names the file and what it must be.
+
+    Keras reports an unreadable file as a bare h5py ``OSError`` without the path; this says which
+    file failed, why, and what a weights file for this model is.
+    """
+    path = os.fspath(path)
+    try:
+        model.load_weights(path)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(
+            f"Could not load weights from {path!r} into {model.name!r}: "
+            f"{type(error).__name__}: {error}. Expected a Keras '.weights.h5' file written by "
+            "model.save_weights (or python -m keras_nfnet.convert) from a model built with the "
+            "same arguments; the file may be truncated or of another format."
+        ) from None
 
 
 def save_weights_atomic(model: keras.Model, path: str | os.PathLike) -> str:
@@ -82,29 +98,23 @@ def save_weights_atomic(model: keras.Model, path: str | os.PathLike) -> str:
     return path
 
 
-def convert_checkpoint(
-    source: str,
-    variant: str | NFNetVariant,
-    input_path: str | os.PathLike,
-    output_path: str | os.PathLike,
-    include_top: bool = True,
-) -> str:
-    """Convert a timm or DeepMind NFNet checkpoint into a Keras ``.weights.h5`` file.
+# What ``weights=<path>`` reads as a checkpoint of each source (any other path: a Keras file).
+CHECKPOINT_SUFFIXES = (".safetensors", ".npz")
 
-    The output loads with ``keras_nfnet.NFNet(variant, include_top=..., weights=output_path)``
-    (with ``classes`` equal to the checkpoint's, 1000 for the ImageNet files).
 
-    Example:
-    >>> convert_checkpoint("timm", "F0", "model.safetensors", "f0.weights.h5")  # doctest: +SKIP
-    'f0.weights.h5'
+def load_checkpoint_file(
+    model: keras.Model, path: str | os.PathLike, spec, include_top: bool = True
+) -> None:
+    """Fill ``model`` (built from ``spec``) from a timm ``.safetensors`` or DeepMind ``.npz``.
+
+    The file is read strictly: a DeepMind file against the model's own layout (only its shapes
+    are allocated; without the classifier, whose width the file may choose, under the generic
+    bounds), a timm file with exact keys, shapes and dtypes (`load_timm_entries`).
     """
-    from keras_nfnet.models.nfnet import NFNet
-
-    arrays = read_checkpoint(source, input_path)
-    model = NFNet(
-        variant,
-        include_top=include_top,
-        classes=checkpoint_classes(source, arrays) if include_top else 1000,
-    )
-    load_checkpoint_arrays(model, arrays, source, variant, include_top=include_top)
-    return save_weights_atomic(model, output_path)
+    path = os.fspath(path)
+    source = "timm" if path.endswith(".safetensors") else "deepmind"
+    if include_top:
+        arrays = read_checkpoint(source, path, spec, model.get_layer("predictions").units)
+    else:
+        arrays = read_checkpoint(source, path)
+    load_checkpoint_arrays(model, arrays, source, spec, include_top=include_top)

@@ -1,10 +1,10 @@
 """DeepMind Haiku NFNet files (``F0_haiku.npz`` …) -> Keras, with a restricted, bounded unpickler.
 
-The DeepMind files are dill pickles despite their ``.npz`` name (checkpoints.md §1.2). Unpickling
-runs whatever the file names, so they are read only through `RestrictedUnpickler`
-(checkpoints.md §1.4): ``find_class`` resolves an explicit allowlist of exact ``(module, name)``
-pairs and refuses every other global by name, ``persistent_load`` refuses persistent ids, and
-nothing here ever calls ``pickle.load`` or ``dill.load``.
+The DeepMind files are dill pickles despite their ``.npz`` name (docs/checkpoints.md §1.2).
+Unpickling runs whatever the file names, so they are read only through `RestrictedUnpickler`
+(docs/checkpoints.md §1.4): ``find_class`` resolves an explicit allowlist of exact
+``(module, name)`` pairs and refuses every other global by name, ``persistent_load`` refuses
+persistent ids, and nothing here ever calls ``pickle.load`` or ``dill.load``.
 
 The allowlist covers the forms the files can plausibly take, each synthesized in the tests with
 the real libraries and inspected with ``pickletools.genops``:
@@ -65,14 +65,8 @@ import pickle
 import pickletools
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:
-    import keras
-
-    from keras_nfnet.models.nfnet import NFNetVariant
 
 _multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
 
@@ -767,61 +761,6 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"Refusing persistent id {pid!r} in a checkpoint.")
 
 
-def expected_deepmind_shapes(
-    variant: str | NFNetVariant, include_top: bool = True, classes: int = 1000
-) -> dict[str, tuple[int, ...]]:
-    """The ``{"module:leaf": shape}`` layout of a DeepMind NFNet file, from `nfnet_plan` alone.
-
-    DeepMind arrays have the Keras variables' shapes (HWIO kernels, ``(in, out)`` dense kernels,
-    ``(out,)`` gains and biases, ``()`` skip gains), so these are also the
-    shapes of `nfnet_weight_map` entries in a built model; no model is built here. The published
-    files always hold the ImageNet classifier: to read one, pass ``include_top=True`` and
-    ``classes=1000`` whatever model it will fill (`load_deepmind_arrays` drops the head).
-
-    Example:
-    >>> shapes = expected_deepmind_shapes("F0")
-    >>> len(shapes), shapes["NFNet/~/stem_conv0:w"], shapes["NFNet/~/nf_block:skip_gain"]
-    (233, (3, 3, 3, 16), ())
-    >>> shapes["NFNet/~/nf_block_3/~/conv1:w"], shapes["NFNet/~/linear:w"]
-    ((3, 3, 128, 768), (3072, 1000))
-    """
-    from keras_nfnet.convert.nfnet_map import dm_block_module, nfnet_weight_map
-    from keras_nfnet.models.nfnet import get_variant, nfnet_plan
-
-    v = get_variant(variant)
-    convs: dict[str, tuple[int, ...]] = {}  # module -> HWIO kernel shape
-    linears: dict[str, tuple[int, ...]] = {}  # module -> (in, out)
-    stem = (3, *v.stem_widths, v.widths[0] // 2)
-    for j in range(4):
-        convs[f"NFNet/~/stem_conv{j}"] = (3, 3, stem[j], stem[j + 1])
-    for p in nfnet_plan(v):
-        blk = dm_block_module(p.k)
-        if p.projection:
-            convs[f"{blk}/~/conv_shortcut"] = (1, 1, p.in_channels, p.out_channels)
-        convs[f"{blk}/~/conv0"] = (1, 1, p.in_channels, p.width)
-        convs[f"{blk}/~/conv1"] = convs[f"{blk}/~/conv1b"] = (3, 3, p.width // p.groups, p.width)
-        convs[f"{blk}/~/conv2"] = (1, 1, p.width, p.out_channels)
-        linears[f"{blk}/~/squeeze_excite/~/linear"] = (p.out_channels, p.se_hidden)
-        linears[f"{blk}/~/squeeze_excite/~/linear_1"] = (p.se_hidden, p.out_channels)
-    features = v.final_conv_mult * v.widths[-1]
-    convs["NFNet/~/final_conv"] = (1, 1, v.widths[-1], features)
-    linears["NFNet/~/linear"] = (features, int(classes))
-    shapes: dict[str, tuple[int, ...]] = {}
-    for e in nfnet_weight_map(v, include_top=include_top):
-        if e.kind == "scalar":
-            shape: tuple[int, ...] = ()
-        elif e.kind == "conv_kernel":
-            shape = convs[e.dm_module]
-        elif e.kind in ("se_kernel", "dense_kernel"):
-            shape = linears[e.dm_module]
-        elif e.dm_module in convs:  # gain, bias
-            shape = (convs[e.dm_module][-1],)
-        else:  # linear bias
-            shape = (linears[e.dm_module][-1],)
-        shapes[e.dm_key] = shape
-    return shapes
-
-
 def layout_file_limit(expected: Mapping[str, Sequence[int]]) -> int:
     """The largest file `read_deepmind` accepts for a layout: 2x its float32 bytes + 16 MiB.
 
@@ -944,22 +883,3 @@ def read_deepmind(
         return flatten_params(tree, expected)
     except ValueError as error:
         raise ValueError(f"{name!r}: {error}") from error
-
-
-def load_deepmind_arrays(
-    model: keras.Model,
-    arrays: Mapping[str, np.ndarray],
-    variant: str | NFNetVariant,
-    include_top: bool = True,
-) -> None:
-    """Load DeepMind arrays (keys ``"module:leaf"``, from `read_deepmind`) into an NFNet.
-
-    No re-layout is needed: DeepMind kernels are already HWIO / (in, out) (checkpoints.md §1.9).
-    With ``include_top=False`` the classifier ``NFNet/~/linear`` is dropped; every other key
-    must match exactly (`assign_arrays`).
-    """
-    from keras_nfnet.convert.nfnet_map import assign_arrays, nfnet_weight_map
-
-    if not include_top:
-        arrays = {k: v for k, v in arrays.items() if not k.startswith("NFNet/~/linear:")}
-    assign_arrays(model, nfnet_weight_map(variant, include_top=include_top), arrays)

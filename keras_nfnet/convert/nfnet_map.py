@@ -1,103 +1,42 @@
-"""The checkpoint name table for NFNet-F models (checkpoints.md §3).
+"""Strict loading by name table: source layouts -> Keras layouts, and all-or-nothing assignment.
 
-One `WeightEntry` per Keras weight: where it lives in the model, its DeepMind module path and
-leaf, its timm key, and the kind of re-layout the timm tensor needs. A converter is this table
-plus `assign_arrays`, never a search over names.
+The table itself (`WeightEntry`, one per Keras weight, with its DeepMind and timm names) is
+`keras_nfnet.convert.normfree_map`; this module re-lays timm tensors out (`timm_to_keras_layout`,
+`timm_shape`) and assigns arrays only when every one of them fits (`assign_arrays`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 import keras
 import numpy as np
 
-from keras_nfnet.models.nfnet import NFNetVariant, get_variant, nfnet_plan
+from keras_nfnet.architecture.rows import resolve_spec
+from keras_nfnet.convert.normfree_map import WeightEntry, dm_block_module, normfree_weight_map
+
+__all__ = [
+    "WeightEntry",
+    "assign_arrays",
+    "check_dtype",
+    "dm_block_module",
+    "keras_variable",
+    "nfnet_weight_map",
+    "timm_shape",
+    "timm_to_keras_layout",
+]
 
 
-@dataclasses.dataclass(frozen=True)
-class WeightEntry:
-    layer: str  # Keras layer name
-    attr: str  # attribute path of the variable on that layer, e.g. "fc0.kernel"
-    dm_module: str
-    dm_leaf: str
-    timm_key: str
-    kind: str  # conv_kernel | gain | vector | scalar | se_kernel | dense_kernel | eca_kernel
-
-    @property
-    def dm_key(self) -> str:
-        return f"{self.dm_module}:{self.dm_leaf}"
-
-
-def dm_block_module(k: int) -> str:
-    """Haiku auto-name of block k: the first block is unsuffixed (checkpoints.md §1.6)."""
-    return "NFNet/~/nf_block" if k == 0 else f"NFNet/~/nf_block_{k}"
-
-
-def _ws(layer: str, dm_module: str, timm_prefix: str) -> Iterator[WeightEntry]:
-    yield WeightEntry(layer, "kernel", dm_module, "w", f"{timm_prefix}.weight", "conv_kernel")
-    yield WeightEntry(layer, "gain", dm_module, "gain", f"{timm_prefix}.gain", "gain")
-    yield WeightEntry(layer, "bias", dm_module, "bias", f"{timm_prefix}.bias", "vector")
-
-
-def nfnet_weight_map(variant: str | NFNetVariant, include_top: bool = True) -> list[WeightEntry]:
-    """Every weight of an NFNet-F model with its DeepMind and timm names, in model order.
+def nfnet_weight_map(model, include_top: bool = True, classes: int = 1000) -> list[WeightEntry]:
+    """`normfree_weight_map` of a DeepMind F variant (``"F0"``, an `NFNetVariant`) or any model
+    `keras_nfnet.architecture.rows.resolve_spec` accepts.
 
     Example:
     >>> entries = nfnet_weight_map("F0")
     >>> len(entries), entries[-2].dm_key, entries[-2].timm_key
     (233, 'NFNet/~/linear:w', 'head.fc.weight')
     """
-    entries: list[WeightEntry] = []
-    for j in range(4):
-        entries += _ws(f"stem_conv{j}", f"NFNet/~/stem_conv{j}", f"stem.conv{j + 1}")
-    for p in nfnet_plan(get_variant(variant)):
-        blk, tp, name = dm_block_module(p.k), f"stages.{p.stage}.{p.index}", p.name
-        if p.projection:
-            entries += _ws(
-                f"{name}_conv_shortcut", f"{blk}/~/conv_shortcut", f"{tp}.downsample.conv"
-            )
-        for keras_conv, timm_conv in (
-            ("conv0", "conv1"),
-            ("conv1", "conv2"),
-            ("conv1b", "conv2b"),
-            ("conv2", "conv3"),
-        ):
-            entries += _ws(f"{name}_{keras_conv}", f"{blk}/~/{keras_conv}", f"{tp}.{timm_conv}")
-        for fc, linear, timm_fc in (("fc0", "linear", "fc1"), ("fc1", "linear_1", "fc2")):
-            se = f"{blk}/~/squeeze_excite/~/{linear}"
-            entries.append(
-                WeightEntry(
-                    f"{name}_se",
-                    f"{fc}.kernel",
-                    se,
-                    "w",
-                    f"{tp}.attn_last.{timm_fc}.weight",
-                    "se_kernel",
-                )
-            )
-            entries.append(
-                WeightEntry(
-                    f"{name}_se", f"{fc}.bias", se, "b", f"{tp}.attn_last.{timm_fc}.bias", "vector"
-                )
-            )
-        entries.append(
-            WeightEntry(
-                f"{name}_skip_gain", "skip_gain", blk, "skip_gain", f"{tp}.skipinit_gain", "scalar"
-            )
-        )
-    entries += _ws("final_conv", "NFNet/~/final_conv", "final_conv")
-    if include_top:
-        entries.append(
-            WeightEntry(
-                "predictions", "kernel", "NFNet/~/linear", "w", "head.fc.weight", "dense_kernel"
-            )
-        )
-        entries.append(
-            WeightEntry("predictions", "bias", "NFNet/~/linear", "b", "head.fc.bias", "vector")
-        )
-    return entries
+    return normfree_weight_map(resolve_spec(model), include_top, classes)
 
 
 def timm_to_keras_layout(array: np.ndarray, kind: str) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""timm ``dm_nfnet_f*`` safetensors -> Keras (checkpoints.md §2). No PyTorch needed."""
+"""timm safetensors state dicts -> Keras, by name table (docs/checkpoints.md §2). No PyTorch."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from keras_nfnet.convert.nfnet_map import (
     timm_shape,
     timm_to_keras_layout,
 )
-from keras_nfnet.models.nfnet import NFNetVariant
 
 
 def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -36,10 +35,11 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
 def load_timm_arrays(
     model: keras.Model,
     arrays: dict[str, np.ndarray],
-    variant: str | NFNetVariant,
+    variant,
     include_top: bool = True,
 ) -> None:
-    """Load a timm ``dm_nfnet`` state dict (as NumPy arrays) into an NFNet built for ``variant``.
+    """Load a timm state dict (as NumPy arrays) into a model built for ``variant`` (anything
+    `keras_nfnet.architecture.rows.resolve_spec` accepts: ``"F0"``, ``"eca_nfnet_l0"`` …).
 
     With ``include_top=False`` the classifier tensors ``head.fc.*`` are dropped; every other key
     must match exactly, and every tensor must have its exact timm shape (`timm_shape`) and dtype

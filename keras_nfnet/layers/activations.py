@@ -1,4 +1,4 @@
-"""Gamma-scaled activations (nfnet_reference.md §5).
+"""Gamma-scaled activations (docs/nfnet_reference.md §5).
 
 Every NF activation is ``g(x) * gamma``, where gamma is an empirical estimate of
 ``1 / std(g(z))`` for ``z ~ N(0, 1)``. The table below is copied verbatim from the reference
@@ -16,7 +16,8 @@ from keras import ops
 from keras_nfnet.layers.fusion import fused
 from keras_nfnet.layers.registry import register
 
-# nfnet_reference.md §5: DeepMind's `base.nonlinearities`, copied verbatim. "identity" has none.
+# docs/nfnet_reference.md §5: DeepMind's `base.nonlinearities`, copied verbatim. "identity" has
+# none.
 GAMMAS: dict[str, float] = {
     "celu": 1.270926833152771,
     "elu": 1.2716004848480225,
@@ -128,7 +129,7 @@ def _scaled(x, activation: str, approximate: bool, gain: float):
 class ScaledActivation(keras.layers.Layer):
     """Gamma-scaled activation, optionally multiplied by a constant ``scale``.
 
-    In an NF block the pre-activation is ``phi(x) * beta`` (nfnet_reference.md §3.2: activate
+    In an NF block the pre-activation is ``phi(x) * beta`` (docs/nfnet_reference.md §3.2: activate
     first, then multiply by beta); ``scale`` carries beta, a fixed float, not a weight.
 
     Args:

@@ -1,7 +1,8 @@
 """The 2-D convolution every WS layer runs, with fast grouped paths per backend and device.
 
-NFNets are mostly grouped convolutions (nfnet_reference.md §1.4: 128 channels per group), and the
-generic grouped-conv paths of two backends are slow on CPU (platform_facts.md, "grouped
+NFNets are mostly grouped convolutions (docs/nfnet_reference.md §1.4: 128 channels per group), and
+the
+generic grouped-conv paths of two backends are slow on CPU (docs/platform_facts.md, "grouped
 convolution speed on CPU"). `conv2d` picks, per backend and device:
 
 ========================  ======================================================================

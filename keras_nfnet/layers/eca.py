@@ -18,7 +18,7 @@ class EfficientChannelAttention(keras.layers.Layer):
     ``Conv1d``). It is initialized like PyTorch's ``Conv1d`` (uniform in ``±1/sqrt(k)``).
 
     Args:
-        kernel_size: odd width of the 1-D kernel (`keras_nfnet.models.spec.eca_kernel_size`).
+        kernel_size: odd width of the 1-D kernel (`keras_nfnet.architecture.spec.eca_kernel_size`).
         gate_multiplier: constant multiplied into the gate (2 in NF blocks).
 
     Example:

@@ -1,4 +1,4 @@
-"""The residual merge of an NF block (nfnet_reference.md §3.2 step 10-11, §3.4)."""
+"""The residual merge of an NF block (docs/nfnet_reference.md §3.2 step 10-11, §3.4)."""
 
 from __future__ import annotations
 

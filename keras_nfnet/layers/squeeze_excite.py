@@ -1,4 +1,4 @@
-"""Squeeze-and-Excitation (nfnet_reference.md §3.6)."""
+"""Squeeze-and-Excitation (docs/nfnet_reference.md §3.6)."""
 
 from __future__ import annotations
 
@@ -76,5 +76,5 @@ class SqueezeExcite(keras.layers.Layer):
 
 
 def _haiku_linear_init(fan_in: int):
-    # nfnet_reference.md §8: truncated at 2 std with no std correction (not VarianceScaling).
+    # docs/nfnet_reference.md §8: truncated at 2 std with no std correction (not VarianceScaling).
     return keras.initializers.TruncatedNormal(stddev=1.0 / math.sqrt(fan_in))

@@ -1,4 +1,4 @@
-"""Stochastic depth as the reference code implements it (nfnet_reference.md §3.5)."""
+"""Stochastic depth as the reference code implements it (docs/nfnet_reference.md §3.5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Scaled Weight Standardization (nfnet_reference.md §4)."""
+"""Scaled Weight Standardization (docs/nfnet_reference.md §4)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from keras_nfnet.layers.registry import register
 
 STANDARDIZATIONS = ("deepmind", "timm")
 
-# nfnet_reference.md §4.1: a floor on n * var, not an epsilon added to the variance.
+# docs/nfnet_reference.md §4.1: a floor on n * var, not an epsilon added to the variance.
 DEEPMIND_FLOOR = 1e-4
-# nfnet_reference.md §4.2: timm's `std_conv_eps` for the dm_nfnet_* configs.
+# docs/nfnet_reference.md §4.2: timm's `std_conv_eps` for the dm_nfnet_* configs.
 TIMM_EPS = 1e-5
 
 
@@ -109,10 +109,11 @@ class WSConv2D(keras.layers.Conv2D):
     ):
         if not kwargs.pop("use_bias", True):
             raise ValueError(
-                "WSConv2D always has a bias (nfnet_reference.md §4.1). Received: use_bias=False."
+                "WSConv2D always has a bias (docs/nfnet_reference.md §4.1). Received: "
+                "use_bias=False."
             )
         if kernel_initializer is None:
-            # nfnet_reference.md §8: untruncated normal, std 1/sqrt(fan_in).
+            # docs/nfnet_reference.md §8: untruncated normal, std 1/sqrt(fan_in).
             kernel_initializer = keras.initializers.VarianceScaling(
                 1.0, "fan_in", "untruncated_normal"
             )

@@ -8,6 +8,9 @@ from collections.abc import Callable
 
 import keras
 
+from keras_nfnet.convert.checkpoint import load_weights_file
+from keras_nfnet.layers.stoch_depth import check_rate
+
 MIN_INPUT_SIZE = 32  # five stride-2 stages: /32
 
 
@@ -20,24 +23,6 @@ def check_weights_path(weights) -> None:
             "weights must be None or the path to an existing weights file. "
             f"Received: weights={weights!r}."
         )
-
-
-def load_weights_file(model: keras.Model, path: str | os.PathLike) -> None:
-    """``model.load_weights(path)``, with an error that names the file and what it must be.
-
-    Keras reports an unreadable file as a bare h5py ``OSError`` without the path; this says which
-    file failed, why, and what a weights file for this model is.
-    """
-    path = os.fspath(path)
-    try:
-        model.load_weights(path)
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ValueError(
-            f"Could not load weights from {path!r} into {model.name!r}: "
-            f"{type(error).__name__}: {error}. Expected a Keras '.weights.h5' file written by "
-            "model.save_weights (or python -m keras_nfnet.convert) from a model built with the "
-            "same arguments; the file may be truncated or of another format."
-        ) from None
 
 
 def check_bool(value, name: str) -> bool:
@@ -141,39 +126,105 @@ def apply_head(
     return x
 
 
+def refuse_imagenet(weights, family: str, timm_row: str) -> None:
+    """``weights="imagenet"`` for a family DeepMind published no weights of: name timm's row."""
+    if weights == "imagenet":
+        raise ValueError(
+            f"No pretrained weights exist for DeepMind's {family}. weights='imagenet' serves "
+            f"timm's {timm_row} (keras_nfnet.create_model({timm_row!r}, weights='imagenet')); "
+            "use weights=None or a weights file here."
+        )
+
+
+# The keras.applications arguments, in their positional order after the variant.
+APPLICATION_ARGS = (
+    "include_top",
+    "weights",
+    "input_tensor",
+    "input_shape",
+    "pooling",
+    "classes",
+    "classifier_activation",
+    "name",
+)
+
+
+def assemble(
+    body: Callable,
+    *,
+    default_name: str,
+    dropout_rate: float,
+    classifier_std: float | None = None,
+    model_class: type = keras.Model,
+    check_weights: Callable | None = None,
+    load_weights: Callable | None = None,
+    include_top: bool = True,
+    weights=None,
+    input_tensor=None,
+    input_shape: tuple | None = None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation: str | None = "softmax",
+    name: str | None = None,
+) -> keras.Model:
+    """A keras.applications-style model: validated arguments, input, ``body``, head, weights.
+
+    Every builder of the package is this function around its own ``body(inputs) -> features``;
+    the keras.applications arguments (`APPLICATION_ARGS`) are written here once.
+
+    Args:
+        body: maps the image input to the last feature map.
+        default_name: the model name when ``name`` is None.
+        dropout_rate: dropout before the classifier (checked to lie in [0, 1)).
+        classifier_std: the classifier kernel starts N(0, std²); ``None``: at zero. (The
+            initializer is made after ``body``, so that seeded runs draw the same weights as
+            builders that create their head last.)
+        model_class: ``keras.Model`` or a subclass (`keras_nfnet.AGCModel`).
+        check_weights: ``check_weights(weights, include_top, classes)`` before anything is
+            built (default: ``None`` or an existing file, `check_weights_path`).
+        load_weights: ``load_weights(model, weights)`` for ``weights`` not None (default: a
+            Keras weights file, `keras_nfnet.convert.checkpoint.load_weights_file`).
+        include_top, weights, input_tensor, input_shape, pooling, classes,
+            classifier_activation, name: as keras.applications.
+    """
+    check_top(include_top, pooling, classes, classifier_activation)
+    if check_weights is None:
+        check_weights_path(weights)
+    else:
+        check_weights(weights, include_top, classes)
+    dropout_rate = check_rate(dropout_rate, "dropout_rate")
+    inputs = image_input(input_tensor, input_shape, weights)
+    features = body(inputs)
+    init = (
+        "zeros" if classifier_std is None else keras.initializers.RandomNormal(0.0, classifier_std)
+    )
+    outputs = apply_head(
+        features, include_top, pooling, classes, classifier_activation, dropout_rate, init
+    )
+    model = model_class(model_inputs(input_tensor, inputs), outputs, name=name or default_name)
+    if weights is not None:
+        (load_weights or load_weights_file)(model, weights)
+    return model
+
+
 def variant_builder(
     family: Callable[..., keras.Model], variant: str, public_name: str, doc: str
 ) -> Callable[..., keras.Model]:
     """A keras.applications-style function for one row of a family's variant table.
 
-    The returned function takes the keras.applications arguments and passes any family-specific
-    keyword (``dropout_rate``, ``stochdepth_rate``, ``numerics``, ``use_se`` …) through to
+    The returned function takes the keras.applications arguments (positionally in their usual
+    order, `APPLICATION_ARGS`, or by keyword) and passes any family-specific keyword
+    (``dropout_rate``, ``stochdepth_rate``, ``numerics``, ``use_se`` …) through to
     ``family(variant, ...)``.
     """
 
-    def builder(
-        include_top: bool = True,
-        weights: str | None = None,
-        input_tensor=None,
-        input_shape: tuple | None = None,
-        pooling: str | None = None,
-        classes: int = 1000,
-        classifier_activation: str | None = "softmax",
-        name: str | None = None,
-        **kwargs,
-    ) -> keras.Model:
-        return family(
-            variant,
-            include_top=include_top,
-            weights=weights,
-            input_tensor=input_tensor,
-            input_shape=input_shape,
-            pooling=pooling,
-            classes=classes,
-            classifier_activation=classifier_activation,
-            name=name,
-            **kwargs,
-        )
+    def builder(*args, **kwargs) -> keras.Model:
+        if len(args) > len(APPLICATION_ARGS):
+            raise TypeError(
+                f"{public_name}() takes at most {len(APPLICATION_ARGS)} positional "
+                f"arguments ({', '.join(APPLICATION_ARGS)}); {len(args)} were given."
+            )
+        return family(variant, **dict(zip(APPLICATION_ARGS, args)), **kwargs)
 
     builder.__name__ = builder.__qualname__ = public_name
     builder.__doc__ = doc

@@ -1,4 +1,4 @@
-"""ImageNet input normalization and label decoding (nfnet_reference.md §7, §14.6, §15)."""
+"""ImageNet input normalization and label decoding (docs/nfnet_reference.md §7, §14.6, §15)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,12 @@
-"""One builder for every `NFSpec` row: timm's NF-family models as Keras Functional models.
+"""One builder for every `NFSpec` row: timm's and DeepMind's NF models as Keras Functional models.
 
-`NormFreeNet(spec, ...)` reads a row of `keras_nfnet.models.spec.NF_SPECS` (or any `NFSpec`)
-and builds it block by block from `normfree_plan`. Layer names follow
-`keras_nfnet.convert.normfree_map`, one Keras layer per timm module, so timm state dicts load by
-table. Weight-free layers: ``stem_gamma``/``final_gamma`` (gamma of the convs timm scales
-although no activation precedes them, ``gamma_placement="conv"``), ``stem_act{j}``,
-``stem_pool``, ``..._preact`` (phi(x) * beta), ``..._act1/1b/2``, ``..._pad``,
+`NormFreeNet(spec, ...)` reads a row of `keras_nfnet.architecture.rows.MODEL_SPECS` (or any
+`NFSpec`) and builds it block by block from `normfree_plan`; `keras_nfnet.NFNet`, `NFResNet` and
+`NFRegNet` are this builder with DeepMind's rows. Layer names follow
+`keras_nfnet.convert.normfree_map`, one Keras layer per checkpoint module, so timm state dicts
+and DeepMind files load by table. Weight-free layers: ``stem_gamma``/``final_gamma`` (gamma of
+the convs timm scales although no activation precedes them, ``gamma_placement="conv"``),
+``stem_act{j}``, ``stem_pool``, ``..._preact`` (phi(x) * beta), ``..._act1/1b/2``, ``..._pad``,
 ``..._shortcut_pool``, ``..._drop_path``, ``..._scale`` and ``..._add`` (the merge without a skip
 gain), ``final_act``, ``avg_pool``, ``top_dropout``.
 
@@ -17,13 +18,26 @@ activation is left plain, as in timm.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import keras
 
+from keras_nfnet import weights as pretrained
 from keras_nfnet.agc_model import AGCModel
-from keras_nfnet.convert.normfree_map import normfree_weight_map
-from keras_nfnet.convert.timm import load_timm_entries, read_safetensors
+from keras_nfnet.architecture.rows import MODEL_SPECS, get_spec
+from keras_nfnet.architecture.spec import (
+    NFBlockPlan,
+    NFSpec,
+    count_normfree_params,
+    normfree_plan,
+    stem_plan,
+)
+from keras_nfnet.convert.checkpoint import (
+    CHECKPOINT_SUFFIXES,
+    load_checkpoint_file,
+    load_weights_file,
+)
 from keras_nfnet.layers import (
     EfficientChannelAttention,
     ScaledActivation,
@@ -33,26 +47,9 @@ from keras_nfnet.layers import (
     SymmetricMaxPool2D,
     WSConv2D,
 )
-from keras_nfnet.layers.activations import GAMMAS
+from keras_nfnet.layers.activations import GAMMAS, check_activation
 from keras_nfnet.layers.stoch_depth import check_rate
-from keras_nfnet.models.common import (
-    apply_head,
-    check_top,
-    check_weights_path,
-    image_input,
-    load_weights_file,
-    model_inputs,
-    variant_builder,
-)
-from keras_nfnet.models.spec import (
-    NF_SPECS,
-    NFBlockPlan,
-    NFSpec,
-    count_normfree_params,
-    get_spec,
-    normfree_plan,
-    stem_plan,
-)
+from keras_nfnet.models.common import assemble, check_weights_path, variant_builder
 
 
 class _Ops:
@@ -67,6 +64,19 @@ class _Ops:
         if self.spec.padding == "symmetric" and kernel > 1:
             x = keras.layers.ZeroPadding2D(kernel // 2, name=f"{name}_pad")(x)
             padding = "valid"
+        if not self.spec.weight_standardization:
+            # The mean-shift ablation: a plain conv with a bias, the same N(0, 1/fan_in) init.
+            return keras.layers.Conv2D(
+                filters,
+                kernel,
+                strides=strides,
+                padding=padding,
+                groups=groups,
+                kernel_initializer=keras.initializers.VarianceScaling(
+                    1.0, "fan_in", "untruncated_normal"
+                ),
+                name=name,
+            )(x)
         return WSConv2D(
             filters,
             kernel,
@@ -124,12 +134,14 @@ def _block(x, p: NFBlockPlan, spec: NFSpec, ops: _Ops):
     h = ops.act(x, f"{name}_preact", p.beta)
     shortcut = x
     if p.projection:
-        s = h
-        if p.stride > 1:  # TF "same" average = PyTorch ceil_mode, count_include_pad=False
+        s, stride = h, p.stride
+        if p.stride > 1 and spec.shortcut_pool:
+            # TF "same" average = PyTorch ceil_mode, count_include_pad=False
             s = keras.layers.AveragePooling2D(
                 2, p.stride, padding="same", name=f"{name}_shortcut_pool"
             )(s)
-        shortcut = ops.conv(s, p.out_channels, 1, f"{name}_conv_shortcut")
+            stride = 1
+        shortcut = ops.conv(s, p.out_channels, 1, f"{name}_conv_shortcut", stride)
     r = ops.conv(h, p.width, 1, f"{name}_conv0")
     r = ops.conv(ops.act(r, f"{name}_act1"), p.width, 3, f"{name}_conv1", p.stride, p.groups)
     if spec.extra_conv:
@@ -166,22 +178,22 @@ def NormFreeNet(
     name: str | None = None,
     dropout_rate: float | None = None,
     stochdepth_rate: float | None = None,
+    numerics: str | None = None,
 ) -> AGCModel:
-    """Instantiate a Normalizer-Free model of timm's NF family with the keras.applications
-    signature.
+    """Instantiate a Normalizer-Free model with the keras.applications signature.
 
     Inputs are images normalized with the row's ``mean`` and ``std`` (ImageNet's for all rows but
     ``test_nfnet``); any height and width of at least 32 pixels work.
 
     Args:
-        spec: a row name of `keras_nfnet.models.spec.NF_SPECS` (``"eca_nfnet_l0"``,
-            ``"nf_regnet_b1"`` …) or an `NFSpec`.
+        spec: a row name of `keras_nfnet.architecture.rows.MODEL_SPECS` (``"eca_nfnet_l0"``,
+            ``"nf_regnet_b1"``, ``"dm_nfnet_f0"`` …) or an `NFSpec`.
         include_top: whether to include global pooling, dropout and the classifier.
         weights: ``None`` (random initialization), ``"imagenet"`` (the row's published weights,
             downloaded once, hash-checked and cached, see `keras_nfnet.weights`), the path of a
-            timm state dict saved as ``.safetensors`` (converted on the fly and strictly
-            checked), or of a ``.weights.h5`` file saved from a model built with the same
-            arguments.
+            timm state dict saved as ``.safetensors`` or of a DeepMind ``.npz`` file (F layout;
+            read with the restricted unpickler), converted on the fly and strictly checked, or
+            of a ``.weights.h5`` file saved from a model built with the same arguments.
         input_tensor: optional Keras tensor to use as the image input.
         input_shape: optional ``(height, width, channels)``.
         pooling: with ``include_top=False``: ``None``, ``"avg"`` or ``"max"``.
@@ -190,6 +202,9 @@ def NormFreeNet(
         name: model name (default: the row name).
         dropout_rate: dropout before the classifier (default: the row's).
         stochdepth_rate: maximum stochastic-depth rate in [0, 1) (default: the row's).
+        numerics: ``"timm"`` (exact GELU, WS with ``var + 1e-5``) or ``"deepmind"`` (tanh GELU,
+            ``max(n var, 1e-4)``); default: the row's (timm's for rows timm trained, DeepMind's
+            for DeepMind's rows).
 
     Returns:
         An `AGCModel` (its ``train_step`` applies Adaptive Gradient Clipping).
@@ -202,58 +217,71 @@ def NormFreeNet(
     """
     row_name = spec if isinstance(spec, str) else None
     spec = get_spec(spec)
-    check_top(include_top, pooling, classes, classifier_activation)
-    if weights == "imagenet":
-        from keras_nfnet.weights import check_pretrained_model
-
-        check_pretrained_model(row_name, include_top, classes)
-    else:
-        check_weights_path(weights)
-    dropout_rate = (
-        spec.dropout_rate if dropout_rate is None else check_rate(dropout_rate, "dropout_rate")
-    )
+    if numerics is not None:
+        spec = dataclasses.replace(spec, numerics=numerics)  # NFSpec checks the value
+    check_activation(spec.activation)
     if stochdepth_rate is not None:
         stochdepth_rate = check_rate(stochdepth_rate)
-    ops = _Ops(spec)
-    inputs = image_input(input_tensor, input_shape, weights)
-    x = _stem(inputs, spec, ops)
-    for p in normfree_plan(spec, stochdepth_rate):
-        x = _block(x, p, spec, ops)
-    if spec.head_channels:
-        x = ops.conv(ops.conv_gamma(x, "final_gamma"), spec.num_features, 1, "final_conv")
-    # timm's final activation is plain when gamma lives in the convs (no conv follows it).
-    x = ops.act(x, "final_act", 1.0 / ops.gamma if spec.gamma_placement == "conv" else 1.0)
-    outputs = apply_head(
-        x,
-        include_top,
-        pooling,
-        classes,
-        classifier_activation,
-        dropout_rate,
-        keras.initializers.RandomNormal(0.0, 0.01),
-    )
-    model = AGCModel(model_inputs(input_tensor, inputs), outputs, name=name or row_name or "nf")
-    if weights == "imagenet":
-        from keras_nfnet.weights import load_pretrained_model
+    key = row_name or pretrained.registered_key(spec)  # what weights="imagenet" serves
 
-        load_pretrained_model(model, row_name, include_top=include_top)
-    elif weights is not None and os.fspath(weights).endswith(".safetensors"):
-        arrays = read_safetensors(weights)
-        load_timm_entries(model, arrays, normfree_weight_map(spec, include_top=include_top))
-    elif weights is not None:
-        load_weights_file(model, weights)
-    return model
+    def check_weights(weights, include_top, classes):
+        if weights == "imagenet":
+            pretrained.check_pretrained_model(key, include_top, classes)
+        else:
+            check_weights_path(weights)
+
+    def load(model, weights):
+        if weights == "imagenet":
+            pretrained.load_pretrained_model(model, key, include_top=include_top)
+        elif os.fspath(weights).endswith(CHECKPOINT_SUFFIXES):
+            load_checkpoint_file(model, weights, spec, include_top=include_top)
+        else:
+            load_weights_file(model, weights)
+
+    def body(inputs):
+        ops = _Ops(spec)
+        x = _stem(inputs, spec, ops)
+        for p in normfree_plan(spec, stochdepth_rate):
+            x = _block(x, p, spec, ops)
+        if spec.head_channels:
+            x = ops.conv(ops.conv_gamma(x, "final_gamma"), spec.num_features, 1, "final_conv")
+        # timm's final activation is plain when gamma lives in the convs (no conv follows it).
+        return ops.act(x, "final_act", 1.0 / ops.gamma if spec.gamma_placement == "conv" else 1.0)
+
+    return assemble(
+        body,
+        default_name=row_name or "nf",
+        dropout_rate=spec.dropout_rate if dropout_rate is None else dropout_rate,
+        classifier_std=None if spec.zero_init_classifier else 0.01,
+        model_class=AGCModel,  # its train_step applies Adaptive Gradient Clipping, every row
+        check_weights=check_weights,
+        load_weights=load,
+        include_top=include_top,
+        weights=weights,
+        input_tensor=input_tensor,
+        input_shape=input_shape,
+        pooling=pooling,
+        classes=classes,
+        classifier_activation=classifier_activation,
+        name=name,
+    )
+
+
+def row_builder(family, variant, public_name: str, title: str, spec: NFSpec, family_name: str):
+    """The keras.applications-style function of one table row, its docstring made from the
+    row's spec (`keras_nfnet.models.common.variant_builder`)."""
+    doc = (
+        f"{title}: depths {spec.depths}, widths {tuple(spec.width(c) for c in spec.channels)}, "
+        f"{spec.activation}, {spec.attention or 'no'} attention, trained at {spec.train_size} px "
+        f"and tested at {spec.test_size} px, {count_normfree_params(spec):,} parameters.\n\n"
+        f"Arguments as `{family_name}` without its first argument."
+    )
+    return variant_builder(family, variant, public_name, doc)
 
 
 def _row_builder(row: str, public_name: str):
-    spec = NF_SPECS[row]
-    doc = (
-        f"timm's ``{row}``: depths {spec.depths}, {spec.activation}, "
-        f"{spec.attention or 'no'} attention, trained at {spec.train_size} px and tested at "
-        f"{spec.test_size} px, {count_normfree_params(row):,} parameters.\n\n"
-        "Arguments as `keras_nfnet.models.normfree.NormFreeNet` without `spec`."
-    )
-    return variant_builder(NormFreeNet, row, public_name, doc)
+    spec = MODEL_SPECS[row]
+    return row_builder(NormFreeNet, row, public_name, f"timm's ``{row}``", spec, "NormFreeNet")
 
 
 NFNetL0 = _row_builder("nfnet_l0", "NFNetL0")

@@ -1,5 +1,5 @@
 """Baselines for NF-ResNets: pre-activation ResNetV2 with BatchNorm, the same network without
-normalization, and SkipInit (nfnet_reference.md §11.1-§11.2).
+normalization, and SkipInit (docs/nfnet_reference.md §11.1-§11.2).
 
 They share the NF-ResNet variant rows (depths and the width multiplier, §11) and the layer
 names of `keras_nfnet.models.nf_resnet`. Activations are plain ReLU (no gamma). Each block ends
@@ -20,14 +20,7 @@ import keras
 
 from keras_nfnet.layers import SkipGain, SqueezeExcite, StochDepth
 from keras_nfnet.layers.stoch_depth import check_rate
-from keras_nfnet.models.common import (
-    apply_head,
-    check_top,
-    check_weights_path,
-    image_input,
-    load_weights_file,
-    model_inputs,
-)
+from keras_nfnet.models.common import assemble
 from keras_nfnet.models.nf_resnet import (
     NF_RESNET_VARIANTS,
     NFResNetVariant,
@@ -112,19 +105,12 @@ def _resnet_v2_block(x, p: BlockPlan, normalization: str, conv: _Convs):
 
 def ResNetV2(
     variant: str | int | NFResNetVariant = "50",
-    include_top: bool = True,
-    weights: str | None = None,
-    input_tensor=None,
-    input_shape: tuple | None = None,
-    pooling: str | None = None,
-    classes: int = 1000,
-    classifier_activation: str | None = "softmax",
-    name: str | None = None,
-    dropout_rate: float = 0.0,
-    stochdepth_rate: float = 0.0,
     normalization: str = "batch_norm",
     use_se: bool = False,
     kernel_initializer="he_normal",
+    dropout_rate: float = 0.0,
+    stochdepth_rate: float = 0.0,
+    **kwargs,
 ) -> keras.Model:
     """Pre-activation bottleneck ResNet (v2), with BatchNorm or without normalization (§11.1).
 
@@ -137,8 +123,8 @@ def ResNetV2(
 
     Args:
         variant: depth (``26``, ``50``, ``101``, ``152``, ``200``, ...) or an `NFResNetVariant`.
-        include_top, weights, input_tensor, input_shape, pooling, classes,
-            classifier_activation, name: as keras.applications.
+        **kwargs: include_top, weights, input_tensor, input_shape, pooling, classes,
+            classifier_activation, name: as keras.applications (`models.common.assemble`).
         dropout_rate: dropout before the classifier (0, the DeepMind default).
         stochdepth_rate: maximum stochastic-depth rate (0: the DeepMind BN ResNet has none).
         normalization: ``"batch_norm"`` (momentum 0.9, eps 1e-5) or ``"none"``.
@@ -149,35 +135,27 @@ def ResNetV2(
         A `keras.Model` named ``resnet50v2_bn`` / ``resnet50v2_plain`` etc. by default.
 
     Example:
-    >>> import dataclasses, numpy as np
+    >>> import dataclasses
     >>> tiny = dataclasses.replace(NF_RESNET_VARIANTS["26"], width=1, depths=(1, 1, 1, 1))
-    >>> model = ResNetV2(tiny, input_shape=(32, 32, 3), classes=10)
-    >>> model.predict(np.zeros((2, 32, 32, 3), "float32"), verbose=0).shape
-    (2, 10)
+    >>> bn = ResNetV2(tiny, input_shape=(32, 32, 3), classes=10)
+    >>> plain = ResNetV2(tiny, normalization="none", include_top=False, pooling="avg")
+    >>> bn.name, plain.name, plain.output.shape
+    ('resnetcustomv2_bn', 'resnetcustomv2_plain', (None, 512))
     """
     v = get_nf_resnet_variant(variant)
     _check_normalization(normalization)
-    check_top(include_top, pooling, classes, classifier_activation)
-    check_weights_path(weights)
-    dropout_rate = check_rate(dropout_rate, "dropout_rate")
     plan = nf_resnet_plan(v, check_rate(stochdepth_rate), use_se)
     conv = _Convs(kernel_initializer, use_bias=normalization == "none")
 
-    inputs = image_input(input_tensor, input_shape, weights)
-    x = _stem(inputs, v, conv)
-    for p in plan:
-        x = _resnet_v2_block(x, p, normalization, conv)
-    x = _norm_act(x, normalization, "final")
-    outputs = apply_head(
-        x, include_top, pooling, classes, classifier_activation, dropout_rate, "zeros"
-    )
-    if name is None:
-        suffix = "bn" if normalization == "batch_norm" else "plain"
-        name = f"resnet{_variant_name(v)}v2_{suffix}" + ("_se" if use_se else "")
-    model = keras.Model(model_inputs(input_tensor, inputs), outputs, name=name)
-    if weights is not None:
-        load_weights_file(model, weights)
-    return model
+    def body(inputs):
+        x = _stem(inputs, v, conv)
+        for p in plan:
+            x = _resnet_v2_block(x, p, normalization, conv)
+        return _norm_act(x, normalization, "final")
+
+    suffix = "bn" if normalization == "batch_norm" else "plain"
+    default = f"resnet{_variant_name(v)}v2_{suffix}" + ("_se" if use_se else "")
+    return assemble(body, default_name=default, dropout_rate=dropout_rate, **kwargs)
 
 
 def _skipinit_block(x, p: BlockPlan, conv: _Convs):
@@ -198,19 +176,12 @@ def _skipinit_block(x, p: BlockPlan, conv: _Convs):
 
 def SkipInitResNet(
     variant: str | int | NFResNetVariant = "50",
-    include_top: bool = True,
-    weights: str | None = None,
-    input_tensor=None,
-    input_shape: tuple | None = None,
-    pooling: str | None = None,
-    classes: int = 1000,
-    classifier_activation: str | None = "softmax",
-    name: str | None = None,
+    kernel_initializer="he_normal",
     dropout_rate: float = 0.0,
     stochdepth_rate: float = 0.1,
-    kernel_initializer="he_normal",
+    **kwargs,
 ) -> keras.Model:
-    """SkipInit ResNet (De & Smith, 2020; nfnet_reference.md §11.2).
+    """SkipInit ResNet (De & Smith, 2020; docs/nfnet_reference.md §11.2).
 
     An unnormalized pre-activation bottleneck ResNet whose residual branches are multiplied by
     a scalar ``skip_gain`` initialized to zero, so every block starts as its shortcut. Block:
@@ -221,8 +192,8 @@ def SkipInitResNet(
 
     Args:
         variant: depth or an `NFResNetVariant` (§11 shares the NF-ResNet rows).
-        include_top, weights, input_tensor, input_shape, pooling, classes,
-            classifier_activation, name: as keras.applications.
+        **kwargs: include_top, weights, input_tensor, input_shape, pooling, classes,
+            classifier_activation, name: as keras.applications (`models.common.assemble`).
         dropout_rate: dropout before the classifier (pass it explicitly in DeepMind's code).
         stochdepth_rate: maximum stochastic-depth rate (0.1).
         kernel_initializer: conv initializer (``"he_normal"``; see the module docstring).
@@ -231,30 +202,20 @@ def SkipInitResNet(
         A `keras.Model` named ``skipinit_resnet50`` etc. by default.
 
     Example:
-    >>> import dataclasses, numpy as np
-    >>> tiny = dataclasses.replace(NF_RESNET_VARIANTS["26"], width=1, depths=(1, 1, 1, 1))
-    >>> model = SkipInitResNet(tiny, input_shape=(32, 32, 3), classes=10)
-    >>> model.predict(np.zeros((2, 32, 32, 3), "float32"), verbose=0).shape
-    (2, 10)
+    >>> import numpy as np
+    >>> model = SkipInitResNet(26, input_shape=(64, 48, 3), classes=5, classifier_activation=None)
+    >>> float(np.abs(model.predict(np.ones((1, 64, 48, 3)), verbose=0)).max())  # zero classifier
+    0.0
     """
     v = get_nf_resnet_variant(variant)
-    check_top(include_top, pooling, classes, classifier_activation)
-    check_weights_path(weights)
-    dropout_rate = check_rate(dropout_rate, "dropout_rate")
     plan = nf_resnet_plan(v, check_rate(stochdepth_rate))
     conv = _Convs(kernel_initializer, use_bias=True)
 
-    inputs = image_input(input_tensor, input_shape, weights)
-    x = _stem(inputs, v, conv)
-    for p in plan:
-        x = _skipinit_block(x, p, conv)
-    x = keras.layers.ReLU(name="final_relu")(x)
-    outputs = apply_head(
-        x, include_top, pooling, classes, classifier_activation, dropout_rate, "zeros"
-    )
-    if name is None:
-        name = f"skipinit_resnet{_variant_name(v)}"
-    model = keras.Model(model_inputs(input_tensor, inputs), outputs, name=name)
-    if weights is not None:
-        load_weights_file(model, weights)
-    return model
+    def body(inputs):
+        x = _stem(inputs, v, conv)
+        for p in plan:
+            x = _skipinit_block(x, p, conv)
+        return keras.layers.ReLU(name="final_relu")(x)
+
+    default = f"skipinit_resnet{_variant_name(v)}"
+    return assemble(body, default_name=default, dropout_rate=dropout_rate, **kwargs)

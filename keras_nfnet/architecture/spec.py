@@ -4,15 +4,17 @@
 ``eca_nfnet_l*``, ``nf_resnet*``, ``nf_seresnet*``, ``nf_ecaresnet*``, ``nf_regnet_b*``,
 ``nfnet_f*``, ``test_nfnet``): depths, widths, stem, block kind, groups, attention, activation
 and where its gamma sits, padding rule, standardization, skip gain, head width, dropout, sizes and
-the pretrained preprocessing. `NF_SPECS` is the table of rows (one line each); `normfree_plan`
-turns a row into per-block settings that the builder (`keras_nfnet.models.normfree`), the
-converter table (`keras_nfnet.convert.normfree_map`) and `count_normfree_params` all read. This
-module imports no builder and no converter, so both can import it.
+the pretrained preprocessing, and DeepMind's F, NF-ResNet and NF-RegNet models as well (their
+rounding, shortcut and skip-gain rules are fields too). The rows themselves live in
+`keras_nfnet.architecture.rows`; `normfree_plan` turns a spec into per-block settings that the
+builder (`keras_nfnet.models.normfree`), the converter table (`keras_nfnet.convert.normfree_map`)
+and `count_normfree_params` all read. This module imports nothing from the package, so every other
+module can import it.
 
 Example:
->>> spec = get_spec("eca_nfnet_l0")
->>> spec.attention, spec.group_size, count_normfree_params("eca_nfnet_l0")
-('eca', 64, 24143924)
+>>> spec = NFSpec(depths=(1, 1), channels=(32, 64), attention="eca", group_size=8)
+>>> [(p.width, p.groups, p.eca_kernel) for p in normfree_plan(spec)], count_normfree_params(spec)
+([(16, 2, 3), (32, 4, 3)], 77134)
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ ATTENTIONS = (None, "se", "eca")
 PADDINGS = ("symmetric", "same")
 GAMMA_PLACEMENTS = ("conv", "activation")
 NUMERICS = ("timm", "deepmind")
+ROUNDINGS = ("timm", "deepmind")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -97,7 +100,8 @@ class NFSpec:
         channels: output channels per stage, before ``width_factor`` and rounding.
         stem: ``"deep_quad"`` (four 3x3 convs, strides 2-1-1-2, NFNet), ``"3x3"`` (one stride-2
             conv, RegNet) or ``"7x7_pool"`` (7x7 stride-2 conv and 3x3 stride-2 max-pool, ResNet).
-        stem_channels: stem output width (``None``: ``channels[0]``), before ``width_factor``.
+        stem_channels: stem output width (``None``: ``channels[0]``), before ``width_factor``;
+            a tuple gives the width of every stem conv (DeepMind's F stems: 16, 32, 64, C/2).
         group_size: channels per group of the 3x3 convs (``None``: ungrouped).
         attention: ``"se"``, ``"eca"`` or ``None``.
         se_ratio: SE hidden width as a fraction of the channels it gates (rounded to
@@ -118,8 +122,18 @@ class NFSpec:
         padding: ``"symmetric"`` (PyTorch's ``k // 2`` on both sides) or ``"same"`` (TF's rule).
         numerics: ``"timm"`` (exact GELU, WS with ``var + 1e-5``) or ``"deepmind"`` (tanh GELU,
             WS with ``max(n var, 1e-4)``), as `keras_nfnet.NFNet`'s argument of that name.
+        rounding: ``"timm"`` (`make_divisible` to ``channel_divisor``) or ``"deepmind"``
+            (``int()`` of every width; grouped widths rounded down to whole groups, at least
+            one; SE hidden ``max(1, int(C * se_ratio))``).
+        shortcut_pool: the projecting shortcut of a strided block average-pools, then applies a
+            1x1 conv (NFNets, NF-RegNets, all timm rows); ``False``: the 1x1 conv carries the
+            stride itself (DeepMind's NF-ResNets).
+        weight_standardization: ``False`` swaps every WS conv for a plain conv with a bias and
+            the same He-normal initializer (the mean-shift ablation of the NF-ResNet paper).
         skipinit: a trainable zero-initialized skip gain per block; without it the last conv's
             gain starts at zero instead.
+        zero_init_classifier: the classifier kernel starts at zero (DeepMind's NF-RegNets);
+            otherwise N(0, 0.01).
         alpha: residual scale.
         dropout_rate: dropout before the classifier.
         stochdepth_rate: maximum stochastic-depth rate.
@@ -131,7 +145,7 @@ class NFSpec:
     depths: tuple[int, ...]
     channels: tuple[int, ...]
     stem: str = "3x3"
-    stem_channels: int | None = None
+    stem_channels: int | tuple[int, ...] | None = None
     group_size: int | None = None
     attention: str | None = None
     se_ratio: float = 0.0625
@@ -147,7 +161,11 @@ class NFSpec:
     gamma_placement: str = "conv"
     padding: str = "symmetric"
     numerics: str = "timm"
+    rounding: str = "timm"
+    shortcut_pool: bool = True
+    weight_standardization: bool = True
     skipinit: bool = False
+    zero_init_classifier: bool = False
     alpha: float = 0.2
     dropout_rate: float = 0.0
     stochdepth_rate: float = 0.0
@@ -166,6 +184,7 @@ class NFSpec:
             ("padding", PADDINGS),
             ("gamma_placement", GAMMA_PLACEMENTS),
             ("numerics", NUMERICS),
+            ("rounding", ROUNDINGS),
         ):
             if getattr(self, field) not in accepted:
                 raise ValueError(
@@ -179,11 +198,43 @@ class NFSpec:
             )
 
     def width(self, channels: float) -> int:
+        """A width of the table, multiplied by ``width_factor`` and rounded by ``rounding``."""
+        if self.rounding == "deepmind":
+            return int(channels * self.width_factor)
         return make_divisible(channels * self.width_factor, self.channel_divisor)
+
+    def bottleneck(self, channels: int, ratio: float) -> tuple[int, int]:
+        """``(width, groups)`` of a bottleneck of ``channels * ratio``, whole groups."""
+        size = self.group_size
+        if self.rounding == "deepmind":
+            width = int(channels * ratio)
+            groups = max(1, width // size) if size else 1
+            return (groups * size if size else width), groups
+        width = make_divisible(channels * ratio, self.channel_divisor)
+        groups = width // size if size else 1
+        if size and size % self.channel_divisor == 0:
+            width = size * groups
+        return width, groups
+
+    def se_width(self, channels: int) -> int:
+        """Hidden width of the Squeeze-Excite that gates ``channels``."""
+        if self.rounding == "deepmind":
+            return max(1, int(channels * self.se_ratio))
+        return make_divisible(channels * self.se_ratio, self.se_divisor, round_limit=0.0)
+
+    @property
+    def stem_widths(self) -> tuple[int, ...]:
+        """The output width of every stem conv."""
+        if isinstance(self.stem_channels, tuple):
+            return self.stem_channels
+        width = self.width(self.stem_channels or self.channels[0])
+        if self.stem == "deep_quad":
+            return (width // 8, width // 4, width // 2, width)
+        return (width,)
 
     @property
     def stem_width(self) -> int:
-        return self.width(self.stem_channels or self.channels[0])
+        return self.stem_widths[-1]
 
     @property
     def stem_stride(self) -> int:
@@ -221,15 +272,15 @@ class NFBlockPlan:
         return f"stage{self.stage}_block{self.index}"
 
 
-def normfree_plan(spec: str | NFSpec, stochdepth_rate: float | None = None) -> list[NFBlockPlan]:
+def normfree_plan(spec: NFSpec, stochdepth_rate: float | None = None) -> list[NFBlockPlan]:
     """Per-block plan of a spec: the single source of block shapes, beta and drop rates.
 
     Example:
-    >>> plan = normfree_plan("nf_regnet_b1")
-    >>> len(plan), plan[0].width, plan[2].stride, plan[2].se_hidden
-    (20, 40, 2, 48)
+    >>> spec = NFSpec(depths=(2, 1), channels=(48, 104), regnet=True, attention="se",
+    ...               se_ratio=0.5, group_size=8, bottleneck_ratio=2.25)
+    >>> [(p.width, p.groups, p.stride, p.se_hidden) for p in normfree_plan(spec)]
+    [(48, 6, 2, 24), (112, 14, 1, 56), (112, 14, 2, 56)]
     """
-    spec = get_spec(spec)
     rate = spec.stochdepth_rate if stochdepth_rate is None else stochdepth_rate
     betas = beta_schedule(spec.depths, spec.alpha)
     rates = stochdepth_schedule(spec.depths, rate)
@@ -240,12 +291,7 @@ def normfree_plan(spec: str | NFSpec, stochdepth_rate: float | None = None) -> l
         for index in range(depth):
             stride = stage_stride if index == 0 else 1
             ratio = 1.0 if spec.regnet and k == 0 else spec.bottleneck_ratio
-            width = make_divisible(
-                (in_channels if spec.regnet else out_channels) * ratio, spec.channel_divisor
-            )
-            groups = width // spec.group_size if spec.group_size else 1
-            if spec.group_size and spec.group_size % spec.channel_divisor == 0:
-                width = spec.group_size * groups
+            width, groups = spec.bottleneck(in_channels if spec.regnet else out_channels, ratio)
             gated = width if spec.regnet else out_channels
             plan.append(
                 NFBlockPlan(
@@ -261,11 +307,7 @@ def normfree_plan(spec: str | NFSpec, stochdepth_rate: float | None = None) -> l
                     beta=betas[k],
                     stochdepth_rate=rates[k],
                     attention_channels=gated,
-                    se_hidden=(
-                        make_divisible(gated * spec.se_ratio, spec.se_divisor, round_limit=0.0)
-                        if spec.attention == "se"
-                        else 0
-                    ),
+                    se_hidden=spec.se_width(gated) if spec.attention == "se" else 0,
                     eca_kernel=eca_kernel_size(gated) if spec.attention == "eca" else 0,
                 )
             )
@@ -278,13 +320,13 @@ def stem_plan(spec: NFSpec) -> list[tuple[int, int, int]]:
     """``(filters, kernel, stride)`` of each stem conv.
 
     Example:
-    >>> stem_plan(get_spec("nfnet_l0"))
+    >>> stem_plan(NFSpec(depths=(1,), channels=(128,), stem="deep_quad"))
     [(16, 3, 2), (32, 3, 1), (64, 3, 1), (128, 3, 2)]
     """
-    width = spec.stem_width
+    widths = spec.stem_widths
     if spec.stem == "deep_quad":
-        return [(width // 8, 3, 2), (width // 4, 3, 1), (width // 2, 3, 1), (width, 3, 2)]
-    return [(width, 3 if spec.stem == "3x3" else 7, 2)]
+        return [(w, 3, s) for w, s in zip(widths, (2, 1, 1, 2))]
+    return [(widths[0], 3 if spec.stem == "3x3" else 7, 2)]
 
 
 def _ws_params(kernel: int, in_channels: int, out_channels: int, groups: int = 1) -> int:
@@ -292,23 +334,27 @@ def _ws_params(kernel: int, in_channels: int, out_channels: int, groups: int = 1
     return kernel * kernel * (in_channels // groups) * out_channels + 2 * out_channels
 
 
-def count_normfree_params(spec: str | NFSpec, classes: int = 1000, include_top: bool = True) -> int:
+def count_normfree_params(spec: NFSpec, classes: int = 1000, include_top: bool = True) -> int:
     """Exact parameter count of a spec, from `normfree_plan`, without allocating weights.
 
     Example:
-    >>> count_normfree_params("nf_resnet50"), count_normfree_params("nf_regnet_b1")
-    (25557032, 10223984)
+    >>> count_normfree_params(NFSpec(depths=(1, 1), channels=(32, 64)), classes=10)
+    20842
     """
-    spec = get_spec(spec)
+
+    def conv(kernel, in_channels, out_channels, groups=1):
+        params = _ws_params(kernel, in_channels, out_channels, groups)
+        return params if spec.weight_standardization else params - out_channels  # no gain
+
     total, in_channels = 0, 3
     for filters, kernel, _ in stem_plan(spec):
-        total += _ws_params(kernel, in_channels, filters)
+        total += conv(kernel, in_channels, filters)
         in_channels = filters
     for p in normfree_plan(spec):
-        total += _ws_params(1, p.in_channels, p.width)
-        total += (2 if spec.extra_conv else 1) * _ws_params(3, p.width, p.width, p.groups)
-        total += _ws_params(1, p.width, p.out_channels)
-        total += _ws_params(1, p.in_channels, p.out_channels) if p.projection else 0
+        total += conv(1, p.in_channels, p.width)
+        total += (2 if spec.extra_conv else 1) * conv(3, p.width, p.width, p.groups)
+        total += conv(1, p.width, p.out_channels)
+        total += conv(1, p.in_channels, p.out_channels) if p.projection else 0
         if p.se_hidden:
             c = p.attention_channels
             total += 2 * c * p.se_hidden + p.se_hidden + c
@@ -316,125 +362,7 @@ def count_normfree_params(spec: str | NFSpec, classes: int = 1000, include_top: 
         total += 1 if spec.skipinit else 0
     last = spec.width(spec.channels[-1])
     if spec.head_channels:
-        total += _ws_params(1, last, spec.num_features)
+        total += conv(1, last, spec.num_features)
     if include_top:
         total += spec.num_features * classes + classes
     return total
-
-
-def _nfnet(depths, feat_mult=2.0, group_size=128, bottleneck=0.5, **kwargs) -> NFSpec:
-    # timm's NFNet rows: deep-quad stem of 128, extra 3x3 conv, head conv of feat_mult x last.
-    channels = kwargs.pop("channels", (256, 512, 1536, 1536))
-    return NFSpec(
-        depths=depths,
-        channels=channels,
-        stem="deep_quad",
-        stem_channels=128,
-        group_size=group_size,
-        bottleneck_ratio=bottleneck,
-        extra_conv=True,
-        head_channels=int(channels[-1] * feat_mult),
-        **{"activation": "gelu", "attention": "se", "se_ratio": 0.5, **kwargs},
-    )
-
-
-def _light(depths, feat_mult=2.0, **kwargs) -> NFSpec:
-    # The "L" rows: NFNet-F with SiLU, groups of 64, bottleneck 0.25.
-    defaults = {"group_size": 64, "bottleneck": 0.25, "activation": "silu"}
-    return _nfnet(depths, feat_mult, **{**defaults, **kwargs})
-
-
-def _resnet(depths, **kwargs) -> NFSpec:
-    # Pre-activation ResNet-D-like rows: 7x7 stem of 64 and max-pool, bottleneck 0.25, ReLU.
-    return NFSpec(
-        depths=depths,
-        channels=(256, 512, 1024, 2048),
-        stem="7x7_pool",
-        stem_channels=64,
-        bottleneck_ratio=0.25,
-        **{"activation": "relu", "train_size": 224, "test_size": 224, **kwargs},
-    )
-
-
-def _regnet(depths, channels=(48, 104, 208, 440), train=224, test=224, **kwargs) -> NFSpec:
-    # EfficientNet-influenced RegNets: 3x3 stem, widths x 0.75, SE in the middle, head conv.
-    return NFSpec(
-        depths=depths,
-        channels=channels,
-        stem="3x3",
-        group_size=8,
-        width_factor=0.75,
-        bottleneck_ratio=2.25,
-        head_channels=1280 * channels[-1] // 440,
-        regnet=True,
-        attention="se",
-        se_ratio=0.5,
-        train_size=train,
-        test_size=test,
-        **kwargs,
-    )
-
-
-_ECA = {"attention": "eca"}
-_SE16 = {"attention": "se", "se_ratio": 1 / 16}
-_L_SE = {"se_ratio": 0.25}
-
-# timm's rows (timm/models/nfnet.py model_cfgs and default_cfgs, in our words): one line each.
-NF_SPECS: dict[str, NFSpec] = {
-    "nfnet_l0": _light((1, 2, 6, 3), 1.5, train_size=224, test_size=288, **_L_SE),
-    "eca_nfnet_l0": _light((1, 2, 6, 3), 1.5, train_size=224, test_size=288, **_ECA),
-    "eca_nfnet_l1": _light((2, 4, 12, 6), train_size=256, test_size=320, **_ECA),
-    "eca_nfnet_l2": _light((3, 6, 18, 9), train_size=320, test_size=384, **_ECA),
-    "eca_nfnet_l3": _light((4, 8, 24, 12), train_size=352, test_size=448, **_ECA),
-    "nf_resnet26": _resnet((2, 2, 2, 2)),
-    "nf_resnet50": _resnet((3, 4, 6, 3), train_size=256, test_size=288, crop_pct=0.94),
-    "nf_resnet101": _resnet((3, 4, 23, 3)),
-    "nf_seresnet26": _resnet((2, 2, 2, 2), **_SE16),
-    "nf_seresnet50": _resnet((3, 4, 6, 3), **_SE16),
-    "nf_seresnet101": _resnet((3, 4, 23, 3), **_SE16),
-    "nf_ecaresnet26": _resnet((2, 2, 2, 2), **_ECA),
-    "nf_ecaresnet50": _resnet((3, 4, 6, 3), **_ECA),
-    "nf_ecaresnet101": _resnet((3, 4, 23, 3), **_ECA),
-    "nf_regnet_b0": _regnet((1, 3, 6, 6), train=192, test=256),
-    "nf_regnet_b1": _regnet((2, 4, 7, 7), train=256, test=288),
-    "nf_regnet_b2": _regnet((2, 4, 8, 8), (56, 112, 232, 488), train=240, test=272),
-    "nf_regnet_b3": _regnet((2, 5, 9, 9), (56, 128, 248, 528), train=288, test=320),
-    "nf_regnet_b4": _regnet((2, 6, 11, 11), (64, 144, 288, 616), train=320, test=384),
-    "nf_regnet_b5": _regnet((3, 7, 14, 14), (80, 168, 336, 704), train=384, test=456),
-    "test_nfnet": _light(
-        (1, 1, 1, 1),
-        1.5,
-        channels=(32, 64, 96, 128),
-        group_size=8,
-        train_size=160,
-        test_size=160,
-        crop_pct=0.95,
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
-        **_L_SE,
-    ),
-    **{
-        f"nfnet_f{i}": _nfnet(depths, train_size=train, test_size=test)
-        for i, (depths, train, test) in enumerate(
-            [
-                ((1, 2, 6, 3), 192, 256),
-                ((2, 4, 12, 6), 224, 320),
-                ((3, 6, 18, 9), 256, 352),
-                ((4, 8, 24, 12), 320, 416),
-                ((5, 10, 30, 15), 384, 512),
-                ((6, 12, 36, 18), 416, 544),
-                ((7, 14, 42, 21), 448, 576),
-                ((8, 16, 48, 24), 480, 608),
-            ]
-        )
-    },
-}
-
-
-def get_spec(spec: str | NFSpec) -> NFSpec:
-    """Look up a row of `NF_SPECS` by name, or pass an `NFSpec` through."""
-    if isinstance(spec, NFSpec):
-        return spec
-    if spec not in NF_SPECS:
-        raise ValueError(f"Unknown model {spec!r}. Accepted: {', '.join(NF_SPECS)}.")
-    return NF_SPECS[spec]
