@@ -6,7 +6,7 @@ float32, and prints JSON with the medians, images per second, the ratio Keras / 
 peak resident memory of each engine's process.
 
 Each engine runs in its own long-lived worker process (TensorFlow and torch must not share a
-process: platform_facts.md, "Import order crash"). The driver alternates short rounds between
+process: docs/platform_facts.md, "Import order crash"). The driver alternates short rounds between
 the workers, so every engine sees the same machine load; medians are over all rounds. The JSON
 also keeps every sample (``times_s``) and, under ``ratio_per_round``, the ratio to timm of each
 round's medians: both engines' samples of a round were taken close together in time (at most
@@ -135,7 +135,7 @@ def _timm_engine(size: int):
     x8, y8 = (torch.from_numpy(a) for a in _data(size, 8, channels_first=True))
     x1 = x8[:1]
     optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=0.9, nesterov=True)
-    # nfnet_reference.md §13.3: every parameter but the classifier kernel is clipped.
+    # docs/nfnet_reference.md §13.3: every parameter but the classifier kernel is clipped.
     clipped = [p for name, p in model.named_parameters() if name != "head.fc.weight"]
 
     def forward(x):

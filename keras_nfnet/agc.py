@@ -1,4 +1,4 @@
-"""Adaptive Gradient Clipping (AGC), nfnet_reference.md §13.1-§13.3, in `keras.ops`.
+"""Adaptive Gradient Clipping (AGC), docs/nfnet_reference.md §13.1-§13.3, in `keras.ops`.
 
 AGC clips a gradient unit by unit (one output channel of a conv kernel, one output unit of a
 Dense kernel, or a whole bias/gain vector) when its norm is larger than ``clipping`` times the
@@ -28,7 +28,8 @@ from collections.abc import Sequence
 
 from keras import ops
 
-# nfnet_reference.md §13.3: DeepMind excludes only the classifier kernel from AGC; the classifier
+# docs/nfnet_reference.md §13.3: DeepMind excludes only the classifier kernel from AGC; the
+# classifier
 # bias is still clipped. Patterns are regular expressions searched in `variable.path` (the same
 # convention as Keras' `Optimizer.exclude_from_weight_decay`).
 DEFAULT_EXCLUDE: tuple[str, ...] = (r"(^|/)predictions/kernel$",)
@@ -55,7 +56,7 @@ def unit_axes(shape) -> tuple[int, ...] | None:
 
 
 def unitwise_norm(x):
-    """L2 norm of ``x`` per output unit (nfnet_reference.md §13.1).
+    """L2 norm of ``x`` per output unit (docs/nfnet_reference.md §13.1).
 
     * squeezed rank <= 1 (scalars, biases, gains, ``skip_gain``, any tensor with a single
       non-singleton axis): the norm of the whole tensor, returned as a 0-d tensor;
@@ -251,7 +252,7 @@ def clip_gradients(
     eps: float = 1e-3,
     exclude: Sequence[str] = DEFAULT_EXCLUDE,
 ) -> list:
-    """Adaptive Gradient Clipping of a list of gradients (nfnet_reference.md §13.2).
+    """Adaptive Gradient Clipping of a list of gradients (docs/nfnet_reference.md §13.2).
 
     Args:
         grads: gradients, one per variable; None entries pass through unchanged.
@@ -276,7 +277,7 @@ def clip_gradients(
 
 
 def decay_exempt(variable) -> bool:
-    """True for the variables coupled L2 weight decay skips (nfnet_reference.md §13.3, §14.1).
+    """True for the variables coupled L2 weight decay skips (docs/nfnet_reference.md §13.3, §14.1).
 
     DeepMind's ``gains_biases`` group: a leaf name in {``scale``, ``offset``, ``b``} or containing
     ``gain`` or ``bias``. That covers the WS ``gain`` and every conv bias, ``skip_gain``, the SE and

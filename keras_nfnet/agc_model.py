@@ -1,6 +1,6 @@
 """`AGCModel`: a Functional `keras.Model` whose `train_step` applies Adaptive Gradient Clipping.
 
-The step follows nfnet_reference.md §13.4-§13.5 on every backend:
+The step follows docs/nfnet_reference.md §13.4-§13.5 on every backend:
 
 1. gradients of the loss (on the TF backend, Keras already scales the loss by 1/N replicas);
 2. unscale them if the optimizer is a `keras.optimizers.LossScaleOptimizer`;
@@ -64,7 +64,7 @@ class AGCModel(keras.Model):
     * ``agc_eps``: the floor on parameter norms (default 1e-3).
     * ``agc_exclude``: regular expressions searched in ``variable.path``; matching variables are
       not clipped. ``None`` (default): the classifier kernel ``predictions/kernel`` only, as
-      DeepMind does (nfnet_reference.md §13.3; no error when the model has no such layer).
+      DeepMind does (docs/nfnet_reference.md §13.3; no error when the model has no such layer).
     * ``l2_weight_decay``: coupled L2 added to the gradient after AGC, skipping gains, biases and
       skip gains (`keras_nfnet.agc.decay_exempt`). Keras' decoupled ``weight_decay=`` on the
       optimizer stays available.
@@ -155,7 +155,7 @@ class AGCModel(keras.Model):
             warnings.warn(
                 "The optimizer also clips (clipnorm/global_clipnorm/clipvalue). Keras applies that "
                 "clipping before the cross-replica reduction, i.e. per replica, and on top of AGC "
-                "(nfnet_reference.md §13.5).",
+                "(docs/nfnet_reference.md §13.5).",
                 stacklevel=3,
             )
 

@@ -1,7 +1,7 @@
 """Workaround for `model.fit` under `tf.distribute.MultiWorkerMirroredStrategy` (TF backend).
 
 Keras 3.15.1 breaks `fit` under MultiWorkerMirroredStrategy (MWMS) in two places
-(keras-team/keras issue 20585, tensorflow/tensorflow issue 72388; platform_facts.md):
+(keras-team/keras issue 20585, tensorflow/tensorflow issue 72388; docs/platform_facts.md):
 
 1. ``TensorFlowTrainer._maybe_symbolic_build`` builds the model from
    ``strategy.reduce("MEAN", batch)`` of the first distributed batch, which MWMS cannot do. The

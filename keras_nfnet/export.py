@@ -1,4 +1,5 @@
-"""Inference export: fold weight standardization into plain convolutions (nfnet_reference.md §4.4).
+"""Inference export: fold weight standardization into plain convolutions (docs/nfnet_reference.md
+§4.4).
 
 A `WSConv2D` recomputes its standardized kernel on every call. For inference the kernel is a
 constant, so `fold_weight_standardization` bakes ``WSConv2D.standardized_kernel()`` into a plain

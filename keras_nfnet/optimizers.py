@@ -1,4 +1,5 @@
-"""Optimizer, learning-rate schedule and weight EMA of the NFNet recipe (nfnet_reference.md §14).
+"""Optimizer, learning-rate schedule and weight EMA of the NFNet recipe (docs/nfnet_reference.md
+§14).
 
 They live in the library (not in `training/`) so that a `.keras` file saved compiled by the trainer
 loads after a plain ``import keras_nfnet``.

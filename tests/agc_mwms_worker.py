@@ -31,7 +31,7 @@ from keras_nfnet import distribute_compat  # noqa: E402
 strategy = tf.distribute.MultiWorkerMirroredStrategy()
 x, y = make_data(48)
 options = tf.data.Options()
-# platform_facts.md: in-memory datasets under MWMS need DATA sharding.
+# docs/platform_facts.md: in-memory datasets under MWMS need DATA sharding.
 options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
 dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16).with_options(options)
 with strategy.scope():

@@ -1,4 +1,5 @@
-"""Adaptive Gradient Clipping: the rule (nfnet_reference.md §13.1-§13.3) and `AGCModel`'s TF step
+"""Adaptive Gradient Clipping: the rule (docs/nfnet_reference.md §13.1-§13.3) and `AGCModel`'s TF
+step
 (§13.4-§13.5): exclusions, coupled L2, MirroredStrategy equivalence, mixed precision, settings."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""NF-RegNets (nfnet_reference.md §10)."""
+"""NF-RegNets (docs/nfnet_reference.md §10)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""NF-ResNets (nfnet_reference.md §9) and the ResNetV2 / SkipInit baselines (§11)."""
+"""NF-ResNets (docs/nfnet_reference.md §9) and the ResNetV2 / SkipInit baselines (§11)."""
 
 from __future__ import annotations
 

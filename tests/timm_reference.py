@@ -1,7 +1,7 @@
 """Build a seeded timm NFNet, save it as the hub stores it, and record its logits.
 
 Run as a subprocess by the tests (torch/torchvision must not be imported after TensorFlow in one
-process; platform_facts.md): ``python tests/timm_reference.py CONFIG OUT_DIR SIZE [SIZE ...]``.
+process; docs/platform_facts.md): ``python tests/timm_reference.py CONFIG OUT_DIR SIZE [SIZE ...]``.
 CONFIG is ``f0`` (timm's ``dm_nfnet_f0``) or ``tiny`` (a reduced F-style config, see TINY below).
 Writes ``OUT_DIR/model.safetensors`` and ``OUT_DIR/reference.npz`` (inputs and logits per size).
 """

@@ -1,4 +1,4 @@
-"""MixUp and CutMix exactly as the NFNet recipe batches them (nfnet_reference.md §14.6 step 4).
+"""MixUp and CutMix exactly as the NFNet recipe batches them (docs/nfnet_reference.md §14.6 step 4).
 
 Keras 3's `keras.layers.MixUp` / `CutMix` choose per batch or per call and mix a batch with a
 shuffled copy of itself; the recipe instead builds every output from **two** raw images taken

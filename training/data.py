@@ -1,5 +1,5 @@
 """`tf.data` input pipelines: TFDS datasets (``imagenet2012`` with its manual directory), image
-folders, and the embedded scikit-learn digits (nfnet_reference.md §14.6, §15).
+folders, and the embedded scikit-learn digits (docs/nfnet_reference.md §14.6, §15).
 
 Design:
 

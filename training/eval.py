@@ -1,16 +1,16 @@
-"""Top-1 / top-5 of an NFNet on ImageNet validation with the DeepMind protocol (ref §15).
+"""Top-1 / top-5 accuracy of an NFNet on ImageNet validation, with the DeepMind protocol.
 
-``python -m training.eval --variant F0 --weights imagenet --data_dir DIR [--image_size 256]``
+    python -m training.eval --variant F0 --weights imagenet --data_dir DIR [--image_size 256]
 
-Images go through `training.preprocessing.eval_preprocess` (squash-resize to (S+32)², bicubic,
-no antialias; centre crop S; ImageNet mean/std) via `training.data.eval_dataset`; S defaults to
-the variant's test resolution. One float32 crop per image; a progress bar runs over the batches
-and the result is printed (and written with ``--output``) as JSON. The published figures to
-compare with are in the README ("Pretrained weights") and checkpoints.md §4.
+Each image is squash-resized to (S+32)x(S+32) (bicubic, no antialiasing), centre-cropped to SxS
+and normalized with the ImageNet mean and standard deviation (training.preprocessing.eval_preprocess
+through training.data.eval_dataset); S defaults to the variant's test resolution. One float32 crop
+per image. A progress bar runs over the batches, then the result is printed as JSON (and written to
+--output). The published accuracies to compare with are in the README, "Pretrained weights".
 
-ImageNet is never downloaded: ``--data_dir`` is a TFDS directory with ``imagenet2012`` prepared,
-or add ``--manual_dir`` holding ``ILSVRC2012_img_val.tar`` (and the train tar, which TFDS's
-builder requires) for TFDS to prepare it once.
+ImageNet is never downloaded: --data_dir is a TFDS data directory where imagenet2012 is prepared,
+or add --manual_dir, a folder holding ILSVRC2012_img_val.tar and ILSVRC2012_img_train.tar (TFDS's
+builder needs both), for TFDS to prepare imagenet2012 there once.
 """
 
 from __future__ import annotations
@@ -20,9 +20,13 @@ import json
 import sys
 import time
 
+import keras_nfnet.quiet  # noqa: F401  (before keras: quiets TensorFlow's start-up lines)
+
+# isort: split
 import keras
 import numpy as np
 
+from keras_nfnet.models import NFNET_VARIANTS
 from keras_nfnet.models.nfnet import NFNet, get_variant
 from training.configs import DataConfig
 from training.data import SOURCES, eval_dataset, make_source
@@ -59,24 +63,79 @@ def evaluate(model: keras.Model, dataset, steps: int | None = None, verbose: int
     return {"examples": seen, "top1": 100.0 * top1 / seen, "top5": 100.0 * top5 / seen}
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m training.eval`` (every flag says its default)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m training.eval",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # keeps the paragraphs
+    )
+    add = parser.add_argument
+    add(
+        "--variant",
+        default="F0",
+        help=f"NFNet variant: {', '.join(NFNET_VARIANTS)} (default: %(default)s)",
+    )
+    add(
+        "--weights",
+        default="imagenet",
+        help="'imagenet' (the published ImageNet weights of F0 to F6, downloaded once and cached), "
+        "the path of a .weights.h5 file, or 'none' (random initialization) (default: %(default)s)",
+    )
+    add(
+        "--data_dir",
+        default=None,
+        help="TFDS data directory holding the prepared dataset, or where to prepare it "
+        "(default: TFDS's, $TFDS_DATA_DIR or ~/tensorflow_datasets)",
+    )
+    add(
+        "--manual_dir",
+        default=None,
+        help="folder holding ILSVRC2012_img_val.tar and ILSVRC2012_img_train.tar, for TFDS to "
+        "prepare imagenet2012 into --data_dir once (default: none; the dataset must be prepared)",
+    )
+    add("--dataset", default="imagenet2012", help="TFDS dataset name (default: %(default)s)")
+    add(
+        "--source",
+        default="tfds",
+        choices=SOURCES,
+        help="where the images come from: 'tfds' (--dataset, --split, --data_dir), "
+        "'image_folder' (--folder) or 'digits' (scikit-learn's bundled digits, --split train "
+        "or test) (default: %(default)s)",
+    )
+    add(
+        "--folder",
+        default=None,
+        help="with --source image_folder: the folder of folder/<class name>/<image> files "
+        "(default: none)",
+    )
+    add("--split", default="validation", help="TFDS split to evaluate (default: %(default)s)")
+    add(
+        "--image_size",
+        type=int,
+        default=None,
+        help="crop size S: images are resized to (S+32)x(S+32), then centre-cropped to SxS "
+        "(default: the variant's test size, 256 for F0)",
+    )
+    add("--batch_size", type=int, default=50, help="images per batch (default: %(default)s)")
+    add(
+        "--numerics",
+        default="deepmind",
+        choices=("deepmind", "timm"),
+        help="'deepmind' (tanh GELU, max(n var, 1e-4): what the DeepMind weights were trained "
+        "with) or 'timm' (exact GELU, var + 1e-5: reproduces timm's dm_nfnet outputs) "
+        "(default: %(default)s)",
+    )
+    add(
+        "--output",
+        default=None,
+        help="also write the JSON result to this file (default: none, only print it)",
+    )
+    return parser
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m training.eval", description=__doc__)
-    parser.add_argument("--variant", default="F0", help="F0 ... F7, F0+ ... F7+")
-    parser.add_argument(
-        "--weights", default="imagenet", help="'imagenet', a .weights.h5 path, or 'none'"
-    )
-    parser.add_argument("--data_dir", default=None, help="TFDS data_dir with imagenet2012")
-    parser.add_argument("--manual_dir", default=None, help="folder with the ImageNet tars")
-    parser.add_argument("--dataset", default="imagenet2012", help="TFDS dataset name")
-    parser.add_argument("--source", default="tfds", choices=SOURCES)
-    parser.add_argument("--split", default="validation")
-    parser.add_argument(
-        "--image_size", type=int, default=None, help="default: the variant's test size"
-    )
-    parser.add_argument("--batch_size", type=int, default=50)
-    parser.add_argument("--numerics", default="deepmind", choices=("deepmind", "timm"))
-    parser.add_argument("--output", default=None, help="also write the JSON result here")
-    return parser.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -88,6 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
         split=args.split,
         data_dir=args.data_dir,
         manual_dir=args.manual_dir,
+        folder=args.folder,
         image_size=image_size,
         global_batch_size=args.batch_size,
         eval_transform="resize_crop_32",

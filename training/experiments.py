@@ -1,6 +1,7 @@
 """The registered experiments.
 
-* ``nfnet_f0_imagenet`` … ``nfnet_f7_imagenet``: the paper's ImageNet recipe (nfnet_reference.md
+* ``nfnet_f0_imagenet`` … ``nfnet_f7_imagenet``: the paper's ImageNet recipe
+(docs/nfnet_reference.md
   §14), one per row of `NFNET_VARIANTS` (variants are data: no per-variant code).
 * ``nfnet_finetune``: fine-tune an NFNet on a TFDS dataset or an image folder with a new head.
 * ``digits_nfnet``: the embedded default, scikit-learn's bundled handwritten digits and a reduced

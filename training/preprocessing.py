@@ -1,6 +1,6 @@
 """Per-image transforms of the NFNet ImageNet recipe, as TensorFlow ops for `tf.data`.
 
-* `eval_preprocess`: the evaluation protocol of nfnet_reference.md §15 (squash-resize the whole
+* `eval_preprocess`: the evaluation protocol of docs/nfnet_reference.md §15 (squash-resize the whole
   image to (S+32)x(S+32), bicubic, no antialias, unclamped; centre-crop SxS at offset 16;
   ImageNet mean/std).
 * `random_resized_crop`, `train_preprocess`: the training crop, flip and bicubic resize of §14.6

@@ -5,15 +5,16 @@
         --strategy=tpu --tpu=my-tpu \\
         --params_override=train_data.manual_dir=/data/imagenet,eval_data.manual_dir=/data/imagenet
 
-Config precedence: the registered experiment, then ``--config_file`` (YAML, nested keys), then
-``--params_override`` (``a.b=1,c.d=[1, 2]``, values parsed as YAML 1.2, so ``1e-3`` is a number).
-Unknown keys are errors. The resulting config is checked by `training.configs.validate` and written
-to ``model_dir/config.yaml``; re-running the same command resumes from
-``model_dir/checkpoint.npz``.
+--help and --helpfull list the registered experiments (under --experiment).
+
+Config precedence: the registered experiment, then --config_file (YAML, nested keys), then
+--params_override (a.b=1,c.d=[1, 2]; values are parsed as YAML 1.2, so 1e-3 is a number).
+Unknown keys are errors. The resulting config is checked (training.configs.validate) and written
+to model_dir/config.yaml; re-running the same command resumes from model_dir/checkpoint.npz.
 
 A refused setting (an unknown key, a value out of range, a YAML syntax error in a config file or
 an override, a checkpoint that does not fit or cannot be read) is reported before anything is
-written to ``model_dir``, as one ``error: ...`` line on stderr, with exit status 2.
+written to model_dir, as one "error: ..." line on stderr, with exit status 2.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ import os
 import sys
 
 from absl import app, flags
+
+import keras_nfnet.quiet  # noqa: F401  (before TensorFlow: quiets its start-up lines)
+import training.registry_imports  # noqa: F401  (registers the built-in experiments)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("experiment", "digits_nfnet", "Registered experiment name.")
@@ -85,7 +89,6 @@ def main(argv) -> None:
     del argv
     if not FLAGS.model_dir:
         raise app.UsageError("--model_dir is required.")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
     if FLAGS.cpu_devices > 1:
@@ -115,5 +118,53 @@ def main(argv) -> None:
     print(json.dumps(metrics, indent=2))
 
 
+def _name_the_experiments() -> None:
+    """Put the registered experiments into --experiment's help text."""
+    from training.configs import registered_experiments
+
+    names = ", ".join(registered_experiments())
+    FLAGS["experiment"].help = f"Registered experiment name, one of: {names}."
+
+
+class _HelpExitsZero:
+    """absl's help flags print the help and exit with status 1; these name the registered
+    experiments first and exit with status 0 (help asked for is not an error)."""
+
+    def parse(self, arg):
+        _name_the_experiments()
+        try:
+            super().parse(arg)
+        except SystemExit as exit_:
+            if exit_.code != 1:
+                raise
+            sys.exit(0)
+
+
+class _Help(_HelpExitsZero, app.HelpFlag):
+    pass
+
+
+class _Helpshort(_HelpExitsZero, app.HelpshortFlag):
+    pass
+
+
+class _Helpfull(_HelpExitsZero, app.HelpfullFlag):
+    pass
+
+
+class _HelpXML(_HelpExitsZero, app.HelpXMLFlag):
+    pass
+
+
+def _define_help_flags() -> None:
+    """Replace absl's --help (-?), --helpshort, --helpfull and --helpxml by the ones above."""
+    app.define_help_flags()
+    for name in ("help", "?", "helpshort", "helpfull", "helpxml"):
+        delattr(FLAGS, name)
+    for flag in (_Help(), _Helpshort(), _Helpfull(), _HelpXML()):
+        flags.DEFINE_flag(flag, module_name="absl.app")
+
+
 if __name__ == "__main__":
+    _define_help_flags()
     app.run(main)

@@ -1,4 +1,5 @@
-"""Signal Propagation Plots (nfnet_reference.md §12): statistics, figures and the analytic case.
+"""Signal Propagation Plots (docs/nfnet_reference.md §12): statistics, figures and the analytic
+case.
 
 `signal_propagation` measures a model's per-block statistics on one batch,
 `plot_signal_propagation` overlays several models, `linear_residual_network` is the seeds'

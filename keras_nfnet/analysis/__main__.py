@@ -1,4 +1,4 @@
-"""Signal Propagation Plots of named models at initialization (nfnet_reference.md §12).
+"""Signal Propagation Plots of named models at initialization (docs/nfnet_reference.md §12).
 
 Usage::
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import textwrap
 
 import numpy as np
 
@@ -69,9 +70,59 @@ def build_model(spec: str, image_size: int, seed: int | None = None):
         normalization = "batch_norm" if m[2] == "bn" else None
         return linear_residual_network(int(m[1]), LINEAR_WIDTH, normalization, seed=seed)
     raise ValueError(
-        f"Unknown model name {spec!r}. Accepted: nf_resnet{{26,50,...}}[_se], "
-        "nf_regnet_b{0..8}, resnet{depth}v2_{bn,plain}[_se], skipinit_resnet{depth}, "
-        "nfnet_f{0..7}[+], linear{depth}_{plain,bn}."
+        f"Unknown model name {spec!r}. Accepted: {', '.join(p for p, _ in MODEL_NAMES)}, "
+        f"where {name_legend()}."
+    )
+
+
+# The names `build_model` accepts: (pattern, what it builds); `name_legend` says what D, B, F, N
+# stand for. ``--help`` lists them.
+MODEL_NAMES = (
+    ("nf_resnet{D}[_se]", "NF-ResNet; _se adds squeeze-excite"),
+    ("nf_regnet_{B}", "NF-RegNet"),
+    ("resnet{D}v2_bn[_se]", "pre-activation ResNet-V2 with BatchNorm"),
+    ("resnet{D}v2_plain[_se]", "the same ResNet-V2 without normalization"),
+    ("skipinit_resnet{D}", "SkipInit ResNet (unnormalized, residual branches times skip_gain)"),
+    ("nfnet_{F}[+]", "NFNet; + for the wider F0+ ... F7+"),
+    (
+        "linear{N}_plain",
+        f"linear residual network of N fully connected blocks, width {LINEAR_WIDTH}",
+    ),
+    ("linear{N}_bn", "the same with BatchNorm"),
+)
+
+
+def name_legend() -> str:
+    """What D, B, F and N stand for in `MODEL_NAMES`.
+
+    Example:
+    >>> name_legend().split(";")[0]
+    'D is 26, 50, 101, 152, 200, 288 or 600'
+    """
+    from keras_nfnet.models import NF_REGNET_VARIANTS, NF_RESNET_VARIANTS, NFNET_VARIANTS
+
+    def alternatives(names) -> str:
+        names = list(names)
+        return f"{', '.join(names[:-1])} or {names[-1]}"
+
+    nfnets = [name.lower() for name in NFNET_VARIANTS if not name.endswith("+")]
+    return (
+        f"D is {alternatives(NF_RESNET_VARIANTS)}; "
+        f"B is {alternatives(name.lower() for name in NF_REGNET_VARIANTS)}; "
+        f"F is {alternatives(nfnets)}; N is any depth >= 1"
+    )
+
+
+def _epilog() -> str:
+    rows = "\n".join(f"  {pattern:<24}{what}" for pattern, what in MODEL_NAMES)
+    legend = textwrap.fill(
+        name_legend() + ".", width=98, initial_indent="  ", subsequent_indent="  "
+    )
+    return (
+        f"model names (--models, comma-separated):\n{rows}\n{legend}\n\n"
+        "The inputs are one batch of unit-Gaussian images (vectors for linear*).\n\n"
+        "example:\n  python -m keras_nfnet.analysis "
+        "--models nf_resnet50,resnet50v2_bn,resnet50v2_plain --out spp.png\n"
     )
 
 
@@ -96,14 +147,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m keras_nfnet.analysis",
         description="Signal Propagation Plots (Brock et al., 2021) of models at initialization.",
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # keeps the table of names
     )
-    parser.add_argument("--models", required=True, help="comma-separated model names")
-    parser.add_argument("--out", required=True, help="image to write, e.g. spp.png")
-    parser.add_argument("--image_size", type=_positive_int, default=224)
-    parser.add_argument("--batch_size", type=_positive_int, default=8)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--skip_gain", type=_skip_gain, default=1.0)
-    parser.add_argument("--data", default=None, help="optional .npz for the plotted numbers")
+    add = parser.add_argument
+    add("--models", required=True, help="comma-separated model names (listed below)")
+    add("--out", required=True, help="image to write, e.g. spp.png")
+    add(
+        "--image_size",
+        type=_positive_int,
+        default=224,
+        help="height and width of the input images (default: %(default)s)",
+    )
+    add(
+        "--batch_size",
+        type=_positive_int,
+        default=8,
+        help="images in the batch; linear* models get 32x as many vectors (default: %(default)s)",
+    )
+    add("--seed", type=int, default=0, help="seed of the inputs and weights (default: %(default)s)")
+    add(
+        "--skip_gain",
+        type=_skip_gain,
+        default=1.0,
+        help="value every skip_gain is set to while measuring, or 'none' to keep the initial "
+        "zeros (default: %(default)s)",
+    )
+    add(
+        "--data",
+        default=None,
+        help="also write the plotted numbers to this .npz (default: none)",
+    )
     return parser.parse_args(argv)
 
 

@@ -1,4 +1,4 @@
-"""Signal Propagation Plots' statistics (Brock, De & Smith, 2021; nfnet_reference.md §12).
+"""Signal Propagation Plots' statistics (Brock, De & Smith, 2021; docs/nfnet_reference.md §12).
 
 For every residual block of a Functional model, on one batch, at the model's current weights
 (normally its initialization):
