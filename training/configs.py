@@ -41,8 +41,12 @@ from typing import Any
 import numpy as np
 import yaml
 
+from keras_nfnet.architecture.rows import MODEL_SPECS, NFNET_VARIANTS, NFNetVariant
+from keras_nfnet.architecture.spec import NFSpec
+from keras_nfnet.models.nfnet import NUMERICS
+
 SOURCES = ("tfds", "image_folder", "digits")
-EVAL_TRANSFORMS = ("resize_crop_32", "resize")
+EVAL_TRANSFORMS = ("resize_crop_32", "crop_resize", "resize")
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("auto", "float32", "bfloat16")
 EVAL_WEIGHTS = ("raw", "ema", "both")
@@ -58,17 +62,20 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass
 class ModelConfig:
-    """The network: a row of `NFNET_VARIANTS` with optional field overrides (``variant_overrides``
-    holds `NFNetVariant` fields such as ``depths`` or ``widths``: variants are data)."""
+    """The network: any `keras_nfnet.create_model` row (``name``), or, without a name, a
+    DeepMind F variant of `NFNET_VARIANTS` (``variant``), with optional field overrides
+    (``variant_overrides``: `NFSpec` fields for a row, `NFNetVariant` fields for a variant, such
+    as ``depths``: models are data). Built by `training.task.build_model`."""
 
+    name: str | None = None  # e.g. "eca_nfnet_l0", "nf_resnet50", "dm_nf_regnet_b0"
     variant: str = "F0"
     variant_overrides: dict = dataclasses.field(default_factory=dict)
     num_classes: int = 1000
     dropout_rate: float | None = None  # None: the variant's
     stochdepth_rate: float | None = None  # None: the variant's (0.25)
-    numerics: str = "deepmind"
-    # Fine-tuning: "imagenet" (published weights of `variant`) or a `.keras` model file whose
-    # same-named layers are copied (see `training.runner.load_backbone`).
+    numerics: str | None = None  # None: the row's (timm's for timm rows, DeepMind's for F)
+    # Fine-tuning: "imagenet" (published weights of `name` or `variant`) or a `.keras` model
+    # file whose same-named layers are copied (see `training.task.load_backbone`).
     init_checkpoint: str | None = None
 
 
@@ -82,7 +89,8 @@ class DataConfig:
     data_dir: str | None = None  # TFDS data_dir
     manual_dir: str | None = None  # TFDS manual download dir (imagenet2012)
     folder: str | None = None  # image folder root (one subfolder per class)
-    image_size: int = 192
+    # None: the network's train size (train_data) or test size (eval_data).
+    image_size: int | None = 192
     global_batch_size: int = 4096
     shuffle_buffer_size: int = 10_000
     # Training augmentation (§14.6); ignored for evaluation.
@@ -91,7 +99,8 @@ class DataConfig:
     mixup_cutmix: bool = True
     mixup_alpha: float = 0.2
     randaugment: int | None = 405
-    # Evaluation transform: "resize_crop_32" (§15) or "resize" (squash-resize to image_size).
+    # Evaluation transform: "resize_crop_32" (§15), "crop_resize" (aspect-preserving centre crop
+    # at S/(S+32), then resize; DeepMind's base experiment, §14.8) or "resize" (squash-resize).
     eval_transform: str = "resize_crop_32"
     deterministic: bool = False
     seed: int = 0
@@ -513,21 +522,18 @@ def one_of(*choices, null: str | None = None) -> Rule:
 
 
 def _variants() -> tuple[str, ...]:
-    from keras_nfnet.models.nfnet import NFNET_VARIANTS
-
     return tuple(NFNET_VARIANTS)
 
 
 def _variant_fields() -> tuple[str, ...]:
-    from keras_nfnet.models.nfnet import NFNetVariant
-
-    return tuple(f.name for f in dataclasses.fields(NFNetVariant))
+    # NFNetVariant fields (a variant) or NFSpec fields (a named row); task.build_model checks
+    # the exact set for the configured network.
+    fields = [*dataclasses.fields(NFNetVariant), *dataclasses.fields(NFSpec)]
+    return tuple(dict.fromkeys(f.name for f in fields))
 
 
 def _numerics() -> tuple[str, ...]:
-    from keras_nfnet.models.nfnet import NUMERICS
-
-    return tuple(NUMERICS)
+    return NUMERICS
 
 
 def _are_patterns(values: list) -> bool:
@@ -550,15 +556,25 @@ CONSTRAINTS: dict[type, dict[str, Rule]] = {
             lambda: f"an NFNet variant ({', '.join(_variants())})",
             lambda v: v.upper() in _variants(),
         ),
+        "name": Rule(
+            lambda: f"a create_model name ({', '.join(MODEL_SPECS)})",
+            lambda v: v in MODEL_SPECS,
+            null="the DeepMind F variant `variant`",
+        ),
         "variant_overrides": Rule(
-            lambda: f"a mapping with NFNetVariant fields as keys ({', '.join(_variant_fields())})",
+            lambda: (
+                f"a mapping with NFNetVariant or NFSpec fields as keys "
+                f"({', '.join(_variant_fields())})"
+            ),
             lambda v: all(k in _variant_fields() for k in v),
         ),
         "num_classes": at_least(0),  # 0: from the dataset
         "dropout_rate": in_range(0, 1, null="the variant's"),
         "stochdepth_rate": in_range(0, 1, null="the variant's"),
         "numerics": Rule(
-            lambda: f"one of {', '.join(map(repr, _numerics()))}", lambda v: v in _numerics()
+            lambda: f"one of {', '.join(map(repr, _numerics()))}",
+            lambda v: v in _numerics(),
+            null="the row's",
         ),
         "init_checkpoint": Rule(
             "'imagenet' or an existing .keras model file",
@@ -568,7 +584,7 @@ CONSTRAINTS: dict[type, dict[str, Rule]] = {
     },
     DataConfig: {
         "source": one_of(*SOURCES),
-        "image_size": at_least(1),
+        "image_size": at_least(1, null="the network's train / test size"),
         "global_batch_size": at_least(1),
         "shuffle_buffer_size": at_least(1),
         "mixup_alpha": above(0),

@@ -397,7 +397,8 @@ def eval_dataset(
     input_context: tf.distribute.InputContext | None = None,
 ) -> tf.data.Dataset:
     """Evaluation batches ``(normalized images, one-hot labels)``; ``eval_transform`` is the §15
-    protocol (``resize_crop_32``) or a plain squash-resize (``resize``)."""
+    protocol (``resize_crop_32``), DeepMind's base-experiment ``crop_resize`` (centre crop at
+    S/(S+32) of the short side, then bicubic resize) or a plain squash-resize (``resize``)."""
     num_pipelines, pipeline_id, num_replicas = _pipeline(input_context)
     batch = per_replica_batch(cfg.global_batch_size, num_replicas)
     size = cfg.image_size
@@ -406,6 +407,9 @@ def eval_dataset(
         image = _decode(x) if source.encoded else x
         if cfg.eval_transform == "resize_crop_32":
             image = preprocessing.eval_preprocess(image, size)
+        elif cfg.eval_transform == "crop_resize":
+            crop = preprocessing.center_crop_fallback(image, size)
+            image = preprocessing.normalize(preprocessing.resize_bicubic(crop, size))
         else:
             image = preprocessing.normalize(preprocessing.resize_bicubic(image, size))
         return tf.ensure_shape(image, [size, size, 3]), tf.one_hot(y, num_classes)

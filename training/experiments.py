@@ -3,14 +3,17 @@
 * ``nfnet_f0_imagenet`` … ``nfnet_f7_imagenet``: the paper's ImageNet recipe
 (docs/nfnet_reference.md
   §14), one per row of `NFNET_VARIANTS` (variants are data: no per-variant code).
-* ``nfnet_finetune``: fine-tune an NFNet on a TFDS dataset or an image folder with a new head.
+* ``nf_resnet50_imagenet`` and ``nf_regnet_b0_imagenet``: the NF-ResNet paper's recipes as the
+  DeepMind experiment files set them (docs/nfnet_reference.md §14.8).
+* ``nfnet_finetune``: fine-tune any pretrained row (``model.name=eca_nfnet_l0`` …; F0 by default)
+  on a TFDS dataset or an image folder with a new head.
 * ``digits_nfnet``: the embedded default, scikit-learn's bundled handwritten digits and a reduced
   NFNet trained from scratch with AGC; no download, a few minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
 
-from keras_nfnet.models.nfnet import NFNET_VARIANTS
+from keras_nfnet.architecture.rows import NF_REGNET_VARIANTS, NFNET_VARIANTS
 from training.configs import (
     DataConfig,
     ExperimentConfig,
@@ -68,11 +71,91 @@ for _variant in ("F0", "F1", "F2", "F3", "F4", "F5", "F6", "F7"):
     _register_imagenet(_variant)
 
 
+def _imagenet_data(
+    train_size: int, test_size: int, batch: int, eval_transform: str = "resize_crop_32", **train
+) -> dict:
+    return {
+        "train_data": DataConfig(
+            source="tfds",
+            name="imagenet2012",
+            split="train",
+            image_size=train_size,
+            global_batch_size=batch,
+            **train,
+        ),
+        "eval_data": DataConfig(
+            source="tfds",
+            name="imagenet2012",
+            split="validation",
+            image_size=test_size,
+            global_batch_size=50,
+            random_crop=False,
+            random_flip=False,
+            mixup_cutmix=False,
+            randaugment=None,
+            eval_transform=eval_transform,
+        ),
+    }
+
+
+@register_experiment("nf_resnet50_imagenet")
+def nf_resnet50_imagenet() -> ExperimentConfig:
+    """DeepMind's base experiment (``experiment.py``, §14.8) with the NF-ResNet-50: batch 1024,
+    90 epochs, LR 0.1·B/256 with 5 warm-up epochs and cosine to 0, SGD Nesterov 0.9, weight
+    decay 1e-4, label smoothing 0.1, no EMA, no AGC, crop and flip only, float32; evaluation by
+    ``crop_resize`` at 224."""
+    return ExperimentConfig(
+        model=ModelConfig(name="dm_nf_resnet50", num_classes=1000),
+        **_imagenet_data(224, 224, 1024, "crop_resize", mixup_cutmix=False, randaugment=None),
+        optimizer=OptimizerConfig(weight_decay=1e-4, agc_clipping=None, ema_decay=None),
+        trainer=TrainerConfig(
+            train_epochs=90.0,
+            num_train_examples=IMAGENET_TRAIN_EXAMPLES,
+            steps_per_loop=1000,
+            validation_interval=10,
+            precision="float32",
+        ),
+        runtime=RuntimeConfig(),
+    )
+
+
+@register_experiment("nf_regnet_b0_imagenet")
+def nf_regnet_b0_imagenet() -> ExperimentConfig:
+    """``experiment_nf_regnets.py`` (§14.8) with NF-RegNet-B0: batch 1024, LR 0.4 (not batch
+    scaled) with 5 warm-up epochs and cosine to 0.001 over 360 epochs, SGD Nesterov 0.9, no AGC,
+    weight decay 5e-5 (``5e-5 + 1e-5·level``, level 0), label smoothing 0.1, EMA 0.99999,
+    MixUp/CutMix without RandAugment, float32, stochastic depth 0.1; trained at 192, evaluated
+    at 224."""
+    row = NF_REGNET_VARIANTS["B0"]
+    return ExperimentConfig(
+        model=ModelConfig(name="dm_nf_regnet_b0", num_classes=1000, stochdepth_rate=0.1),
+        **_imagenet_data(row.train_size, row.test_size, 1024, mixup_cutmix=True, randaugment=None),
+        optimizer=OptimizerConfig(
+            base_learning_rate=0.4,
+            scale_by_batch_size=False,
+            end_learning_rate=0.001,
+            weight_decay=5e-5,
+            agc_clipping=None,
+            ema_decay=0.99999,
+        ),
+        trainer=TrainerConfig(
+            train_epochs=360.0,
+            num_train_examples=IMAGENET_TRAIN_EXAMPLES,
+            steps_per_loop=1000,
+            validation_interval=10,
+            precision="float32",
+        ),
+        runtime=RuntimeConfig(),
+    )
+
+
 @register_experiment("nfnet_finetune")
 def nfnet_finetune() -> ExperimentConfig:
-    """Fine-tune NFNet-F0 with a new head (the classifier is re-initialized for the dataset's
-    classes; ``model.init_checkpoint`` is ``"imagenet"``, the published F0 weights, by default,
-    or a `.keras` model file to start from).
+    """Fine-tune a pretrained network with a new head: NFNet-F0 by default, any row of
+    ``keras_nfnet.list_models(pretrained=True)`` with ``--params_override=model.name=eca_nfnet_l0``
+    (the classifier is re-initialized for the dataset's classes; ``model.init_checkpoint`` is
+    ``"imagenet"``, the row's published weights, or a `.keras` model file to start from). Images
+    are trained and evaluated at the network's own train and test sizes (``image_size`` null).
 
     Choices, for a batch of 64 on a small dataset: LR 0.01·B/256 with 1 warm-up epoch and cosine
     over 20 epochs; AGC λ 0.005 (a smaller λ than from scratch, so pretrained features move
@@ -81,7 +164,6 @@ def nfnet_finetune() -> ExperimentConfig:
     (any TFDS dataset) or ``train_data.source=image_folder`` with ``train_data.folder`` (and
     ``eval_data`` likewise).
     """
-    row = NFNET_VARIANTS["F0"]
     return ExperimentConfig(
         model=ModelConfig(
             variant="F0",
@@ -94,7 +176,7 @@ def nfnet_finetune() -> ExperimentConfig:
             source="tfds",
             name="tf_flowers",
             split="train[:90%]",
-            image_size=row.train_size,
+            image_size=None,
             global_batch_size=64,
             shuffle_buffer_size=2048,
             mixup_cutmix=False,
@@ -104,7 +186,7 @@ def nfnet_finetune() -> ExperimentConfig:
             source="tfds",
             name="tf_flowers",
             split="train[90%:]",
-            image_size=row.test_size,
+            image_size=None,
             global_batch_size=50,
             eval_transform="resize_crop_32",
         ),

@@ -1,6 +1,10 @@
 """Run an experiment: strategy, model, optimizer, `fit` with periodic evaluation, checkpoints and
 resume, TensorBoard, `.keras` exports and ``metrics.json``.
 
+The pieces live in their own modules: `training.checkpoints` (checkpoint I/O),
+`training.strategy` (tf.distribute), `training.task` (the network of any `create_model` row),
+`training.schedule` (step arithmetic); this module is the loop that joins them.
+
 Training runs as Model Garden does, in **loops** of ``steps_per_loop`` steps: one Keras "epoch"
 of `fit` is one loop (so the progress bar shows loops), each ending with an optional evaluation
 (raw and EMA weights, §14.3) and a checkpoint. The checkpoint (``model_dir/checkpoint.npz``:
@@ -28,27 +32,29 @@ for the checkpoint).
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import json
-import math
 import os
 import shutil
 import time
-import zipfile
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from keras_nfnet.atomic import atomic_path, atomic_write_bytes, atomic_write_text
-from keras_nfnet.models.nfnet import NFNet, get_variant
-from keras_nfnet.optimizers import NesterovSGD, WarmupCosineDecay, peak_learning_rate
+from keras_nfnet.atomic import atomic_write_text
+from keras_nfnet.optimizers import NesterovSGD, WarmupCosineDecay
 from training import data as data_lib
+from training.checkpoints import (
+    CHECKPOINT,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+    save_keras_atomic,
+)
 from training.configs import (
     EVAL_WEIGHTS,  # noqa: F401  (re-exported: the accepted values live in training.configs)
     PRECISIONS,  # noqa: F401
-    STRATEGIES,
     ConfigError,
     ExperimentConfig,
     best_metric_key,
@@ -56,289 +62,15 @@ from training.configs import (
     metric_names,
     validate,
 )
+from training.schedule import make_schedule
+from training.strategy import distribute_datasets, is_chief, make_strategy
+from training.task import (  # load_backbone: re-exported
+    build_model,
+    load_backbone,  # noqa: F401
+    model_spec,
+)
 
 MODES = ("train", "eval", "train_and_eval")
-CHECKPOINT = "checkpoint.npz"
-
-
-class CheckpointError(ConfigError):
-    """``checkpoint.npz`` cannot be read, or was written by a run whose model or optimizer does
-    not match the current one."""
-
-
-# ----------------------------------------------------------------------------- files
-
-
-def save_keras_atomic(model: keras.Model, path: str) -> None:
-    """`model.save(path)`, atomically (`keras_nfnet.atomic`)."""
-    with atomic_path(path) as tmp:
-        model.save(tmp, overwrite=True)
-
-
-def _model_variables(model: keras.Model) -> list:
-    # `variables` includes the RNG states of dropout / stochastic depth (deterministic resume).
-    return list(model.variables)
-
-
-def save_checkpoint(path: str, model, optimizer, state: dict) -> None:
-    """Atomically write model and optimizer variables and a JSON ``state`` to ``path`` (.npz)."""
-    import io
-
-    arrays = {}
-    for prefix, variables in (("model", _model_variables(model)), ("opt", optimizer.variables)):
-        for i, v in enumerate(variables):
-            arrays[f"{prefix}/{i:05d}"] = np.asarray(keras.ops.convert_to_numpy(v.value))
-    paths = {
-        "model": [v.path for v in _model_variables(model)],
-        "opt": [v.path for v in optimizer.variables],
-    }
-    arrays["state"] = np.frombuffer(json.dumps({**state, "paths": paths}).encode(), np.uint8)
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-# What np.load and reading an entry of a damaged .npz raise.
-_READ_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile)
-
-
-def _unreadable(path: str, why: str) -> CheckpointError:
-    return CheckpointError(
-        f"Checkpoint {path!r} cannot be read: {why}. It is truncated or corrupt (a write killed "
-        "by a full disk, a copy cut short?). Checkpoints are replaced atomically, so no earlier "
-        "one is left: delete the file to restart the run from scratch, or restore a backup copy "
-        "of it."
-    )
-
-
-def _read_state(f, path: str) -> dict:
-    try:
-        state = json.loads(bytes(f["state"]).decode())
-    except KeyError:
-        raise _unreadable(path, "it has no 'state' entry") from None
-    except ValueError as err:  # also UnicodeDecodeError and json.JSONDecodeError
-        raise _unreadable(path, f"its 'state' entry is not valid JSON ({err})") from err
-    except _READ_ERRORS as err:
-        raise _unreadable(path, f"its 'state' entry: {err}") from err
-    paths = state.get("paths") if isinstance(state, dict) else None
-    if (
-        not isinstance(paths, dict)
-        or not all(isinstance(paths.get(k), list) for k in ("model", "opt"))
-        or not isinstance(state.get("loop"), int)
-    ):
-        raise _unreadable(path, "its 'state' entry lacks the loop or the variable paths")
-    return state
-
-
-def _entry_shapes(f) -> dict[str, tuple[int, ...]]:
-    """The shape of every array in an open .npz, from the headers (no data is read)."""
-    readers = {
-        (1, 0): np.lib.format.read_array_header_1_0,
-        (2, 0): np.lib.format.read_array_header_2_0,
-    }
-    shapes = {}
-    for member in f.zip.namelist():
-        name = member.removesuffix(".npy")
-        with f.zip.open(member) as fp:
-            reader = readers.get(np.lib.format.read_magic(fp))
-            shapes[name] = tuple(reader(fp)[0]) if reader else tuple(f[name].shape)
-    return shapes
-
-
-def load_checkpoint(path: str, model, optimizer) -> dict:
-    """Restore what `save_checkpoint` wrote (the optimizer must be built); return the state.
-
-    The variable counts and every saved shape are checked against ``model`` and ``optimizer``
-    before any variable is assigned.
-
-    Raises:
-        CheckpointError: ``path`` cannot be read (not an .npz, truncated, an entry missing, a
-            state that is not the JSON `save_checkpoint` writes), naming the file and what to do;
-            or it was written by a different configuration (a variable count or shape differs).
-    """
-    groups = (("model", _model_variables(model)), ("opt", optimizer.variables))
-    try:
-        f = np.load(path, allow_pickle=False)
-        if not isinstance(f, np.lib.npyio.NpzFile):
-            raise ValueError("it is a single array, not an .npz archive")
-    except _READ_ERRORS as err:
-        raise _unreadable(path, str(err) or type(err).__name__) from err
-    with f:
-        state = _read_state(f, path)
-        try:
-            shapes = _entry_shapes(f)
-        except _READ_ERRORS as err:
-            raise _unreadable(path, str(err)) from err
-        for prefix, variables in groups:
-            saved_paths = state["paths"][prefix]
-            if len(saved_paths) != len(variables):
-                raise CheckpointError(
-                    f"Checkpoint {path!r} holds {len(saved_paths)} {prefix} variables, the "
-                    f"current run has {len(variables)}: it was written by a different "
-                    "configuration. Use a new model_dir or the original config."
-                )
-            for i, v in enumerate(variables):
-                key = f"{prefix}/{i:05d}"
-                if key not in shapes:
-                    raise _unreadable(path, f"its entry {key!r} is missing")
-                if shapes[key] != tuple(v.shape):
-                    raise CheckpointError(
-                        f"Checkpoint {path!r}: variable {saved_paths[i]!r} has shape "
-                        f"{shapes[key]}, the current model's {v.path!r} has {tuple(v.shape)}: "
-                        "it was written by a different configuration. Use a new model_dir or "
-                        "the original config."
-                    )
-        for prefix, variables in groups:
-            for i, v in enumerate(variables):
-                key = f"{prefix}/{i:05d}"
-                try:
-                    value = f[key]
-                except _READ_ERRORS as err:
-                    raise _unreadable(path, f"its entry {key!r}: {err}") from err
-                v.assign(value)
-    return state
-
-
-# ----------------------------------------------------------------------------- strategy
-
-
-def make_strategy(name: str, tpu: str | None = None) -> tf.distribute.Strategy:
-    """``default`` (no distribution), ``mirrored`` (all local GPUs, else all logical CPUs),
-    ``multi_worker`` (MultiWorkerMirroredStrategy from ``TF_CONFIG``) or ``tpu``."""
-    if name not in STRATEGIES:
-        raise ConfigError(f"Unknown strategy {name!r}. Accepted: {', '.join(STRATEGIES)}.")
-    if name == "default":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        gpus = tf.config.list_logical_devices("GPU")
-        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
-        return tf.distribute.MirroredStrategy(devices)
-    if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
-    tf.config.experimental_connect_to_cluster(resolver)
-    tf.tpu.experimental.initialize_tpu_system(resolver)
-    return tf.distribute.TPUStrategy(resolver)
-
-
-def is_chief(strategy) -> bool:
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
-        return True
-    task_type, task_id = resolver.task_type, resolver.task_id
-    return task_type is None or task_type == "chief" or (task_type == "worker" and task_id == 0)
-
-
-def _distribute(strategy, make):
-    if strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy():
-        return make(None)
-    return strategy.distribute_datasets_from_function(make)
-
-
-# ----------------------------------------------------------------------------- model
-
-
-def build_model(cfg: ExperimentConfig, num_classes: int) -> keras.Model:
-    """The NFNet of ``cfg.model`` (an `AGCModel`) with a ``num_classes`` logits head."""
-    m = cfg.model
-    variant = get_variant(m.variant)
-    if m.variant_overrides:
-        fields = {f.name for f in dataclasses.fields(variant)}
-        unknown = sorted(set(m.variant_overrides) - fields)
-        if unknown:
-            raise ValueError(
-                f"Unknown model.variant_overrides key(s) {unknown}. Accepted: "
-                f"{', '.join(sorted(fields))}."
-            )
-        overrides = {
-            k: tuple(v) if isinstance(v, list) else v for k, v in m.variant_overrides.items()
-        }
-        variant = dataclasses.replace(variant, **overrides)
-    model = NFNet(
-        variant,
-        input_shape=(None, None, 3),
-        classes=num_classes,
-        classifier_activation=None,
-        dropout_rate=m.dropout_rate,
-        stochdepth_rate=m.stochdepth_rate,
-        numerics=m.numerics,
-        name="nfnet",
-    )
-    if m.init_checkpoint:
-        load_backbone(model, m.init_checkpoint, variant, m.numerics)
-    return model
-
-
-def load_backbone(model: keras.Model, path: str, variant=None, numerics: str = "deepmind") -> int:
-    """Copy the weights of every same-named, same-shaped layer of a source model into ``model``
-    (the classifier is left re-initialized when its class count differs).
-
-    ``path`` is ``"imagenet"`` (the published weights of ``variant``, downloaded and converted
-    by `keras_nfnet.weights`, without their classifier) or an existing `.keras` model file.
-    Returns the number of layers copied.
-    """
-    if path == "imagenet":
-        source = NFNet(variant, include_top=False, weights="imagenet", numerics=numerics)
-        return _copy_layers(source, model, path)
-    if not path.endswith(".keras") or not os.path.exists(path):
-        raise ValueError(
-            "model.init_checkpoint must be 'imagenet' or an existing .keras model file. "
-            f"Received: {path!r}."
-        )
-    source = keras.saving.load_model(path, compile=False, safe_mode=True)
-    return _copy_layers(source, model, path)
-
-
-def _copy_layers(source: keras.Model, model: keras.Model, path: str) -> int:
-    by_name = {layer.name: layer for layer in source.layers}
-    copied = 0
-    for layer in model.layers:
-        other = by_name.get(layer.name)
-        if other is None or not layer.weights:
-            continue
-        values = other.get_weights()
-        if [v.shape for v in values] == [tuple(w.shape) for w in layer.weights]:
-            layer.set_weights(values)
-            copied += 1
-    if copied == 0:
-        raise ValueError(f"No layer of {path!r} matches the model being trained.")
-    return copied
-
-
-@dataclasses.dataclass
-class Schedule:
-    total_steps: int
-    steps_per_loop: int
-    steps_per_epoch: float
-    warmup_steps: float
-    peak_learning_rate: float
-
-    @property
-    def num_loops(self) -> int:
-        return math.ceil(self.total_steps / self.steps_per_loop)
-
-
-def make_schedule(cfg: ExperimentConfig, num_train_examples: int) -> Schedule:
-    """§14.1 step arithmetic: ``steps_per_epoch = N / B`` (a float), ``T = N·epochs // B``,
-    ``w = warmup_epochs·N / B``."""
-    batch = cfg.train_data.global_batch_size
-    steps_per_epoch = num_train_examples / batch
-    total = cfg.trainer.train_steps or int(num_train_examples * cfg.trainer.train_epochs // batch)
-    if total < 1:
-        raise ConfigError(
-            f"trainer.train_epochs={cfg.trainer.train_epochs:g} gives {total} training steps "
-            f"({num_train_examples} examples, train_data.global_batch_size={batch}). Accepted: "
-            "at least one step; raise trainer.train_epochs or set trainer.train_steps."
-        )
-    spl = cfg.trainer.steps_per_loop or max(1, math.ceil(steps_per_epoch))
-    opt = cfg.optimizer
-    warmup = min(opt.warmup_epochs * steps_per_epoch, total - 1)
-    lr = (
-        peak_learning_rate(opt.base_learning_rate, batch)
-        if opt.scale_by_batch_size
-        else opt.base_learning_rate
-    )
-    return Schedule(total, min(spl, total), steps_per_epoch, warmup, lr)
 
 
 # ----------------------------------------------------------------------------- callbacks
@@ -381,6 +113,9 @@ class Runner:
         if mode not in MODES:
             raise ConfigError(f"Unknown mode {mode!r}. Accepted: {', '.join(MODES)}.")
         validate(cfg)  # before the strategy connects to anything
+        # A copy: setup resolves values (model.num_classes=0 -> the dataset's) in the run's own
+        # config, never in the one it was given.
+        cfg = copy.deepcopy(cfg)
         self.cfg, self.mode = cfg, mode
         self.strategy = make_strategy(cfg.runtime.strategy, cfg.runtime.tpu)
         validate(cfg, num_replicas=self.strategy.num_replicas_in_sync)
@@ -415,6 +150,9 @@ class Runner:
         cfg = self.cfg
         keras.utils.set_random_seed(cfg.trainer.seed)
         self._set_precision()
+        spec, _ = model_spec(cfg.model)  # image_size None: the network's own sizes
+        cfg.train_data.image_size = cfg.train_data.image_size or spec.train_size
+        cfg.eval_data.image_size = cfg.eval_data.image_size or spec.test_size
         training = self.mode != "eval"
         self.train_source = data_lib.make_source(cfg.train_data) if training else None
         self.eval_source = data_lib.make_source(cfg.eval_data) if self.mode != "train" else None
@@ -474,7 +212,7 @@ class Runner:
             )
             optimizer.build(self.model.trainable_variables)
         if self.eval_source is not None:
-            self.eval_ds = _distribute(
+            self.eval_ds = distribute_datasets(
                 self.strategy,
                 lambda ctx: data_lib.eval_dataset(
                     cfg.eval_data, self.eval_source, self.num_classes, ctx
@@ -588,7 +326,7 @@ class Runner:
 
         def fit(first_loop, last_loop, steps_per_loop):
             start_step = first_loop * schedule.steps_per_loop
-            ds = _distribute(
+            ds = distribute_datasets(
                 self.strategy,
                 lambda ctx: data_lib.train_dataset(
                     cfg.train_data, self.train_source, self.num_classes, start_step, ctx
