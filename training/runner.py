@@ -18,7 +18,8 @@ deterministic configuration ends with the weights an uninterrupted run would hav
 Files in ``model_dir``: ``config.yaml`` (the config actually used), ``checkpoint.npz``,
 ``logs/`` (TensorBoard: loss, accuracy, learning_rate, agc_clip_fraction, eval metrics),
 ``best.keras`` (the evaluated weights with the best ``best_metric``), ``final.keras`` (raw
-weights at the end), ``final_ema.keras`` (EMA weights, when configured) and ``metrics.json``.
+weights at the end), ``final_ema.keras`` (EMA weights, when configured), ``metrics.json``, and
+``history.json`` / ``curves.png`` (per-loop train and eval metrics, `training.curves`).
 Under MultiWorkerMirroredStrategy only the chief writes there; other workers write to
 ``model_dir/.worker-<id>/``, which is deleted at the end.
 
@@ -62,6 +63,7 @@ from training.configs import (
     metric_names,
     validate,
 )
+from training.curves import plot_curves
 from training.schedule import make_schedule
 from training.strategy import distribute_datasets, is_chief, make_strategy
 from training.task import (  # load_backbone: re-exported
@@ -100,7 +102,39 @@ class LoopEnd(keras.callbacks.Callback):
             r.update_best(results)
         r.state["loop"] = loop
         r.state["train_logs"] = {k: float(v) for k, v in logs.items()}
+        # The curves' data (history.json, curves.png); in the checkpoint, so resuming keeps it.
+        r.state.setdefault("history", []).append(
+            {"loop": loop, "step": r.step, **r.state["train_logs"]}
+        )
         r.write_checkpoint()
+
+
+class LoopProgress(keras.callbacks.Callback):
+    """Keras' progress display, counted in the run's loops: ``Epoch k/N`` with N the loops the
+    config asks for, across the one or two `fit` calls of a run (a last, shorter loop included)
+    and across a resume. ``verbose`` 1: a bar per loop; 2: one line per loop."""
+
+    def __init__(self, num_loops: int, steps_of_loop, verbose: int):
+        super().__init__()
+        self.num_loops, self.steps_of_loop, self.verbose = num_loops, steps_of_loop, verbose
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.verbose:
+            print(f"Epoch {epoch + 1}/{self.num_loops}", flush=True)
+        self.bar = keras.utils.Progbar(self.steps_of_loop(epoch), verbose=self.verbose)
+
+    def _update(self, step, logs, finalize=False):
+        logs = logs or {}
+        self.bar.stateful_metrics = set(logs)  # shown as they are, not averaged again
+        self.bar.update(step, list(logs.items()), finalize=finalize)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.verbose == 1:
+            self._update(batch + 1, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.verbose:
+            self._update(self.steps_of_loop(epoch), logs, finalize=True)
 
 
 # ----------------------------------------------------------------------------- runner
@@ -322,7 +356,15 @@ class Runner:
         full_loops = schedule.total_steps // schedule.steps_per_loop
         remainder = schedule.total_steps - full_loops * schedule.steps_per_loop
         log_dir = os.path.join(self.out_dir, "logs")
-        callbacks = [LoopEnd(self), keras.callbacks.TensorBoard(log_dir, write_graph=False)]
+        callbacks = [
+            LoopEnd(self),
+            keras.callbacks.TensorBoard(log_dir, write_graph=False),
+            LoopProgress(
+                schedule.num_loops,
+                lambda loop: schedule.steps_per_loop if loop < full_loops else remainder,
+                cfg.trainer.verbose,
+            ),
+        ]
 
         def fit(first_loop, last_loop, steps_per_loop):
             start_step = first_loop * schedule.steps_per_loop
@@ -338,7 +380,7 @@ class Runner:
                 epochs=last_loop,
                 steps_per_epoch=steps_per_loop,
                 callbacks=callbacks,
-                verbose=cfg.trainer.verbose,
+                verbose=0,  # LoopProgress shows the loops of the whole run
                 shuffle=False,  # the stream is shuffled by the pipeline, deterministically
             )
 
@@ -380,6 +422,11 @@ class Runner:
                 self.save_model("final.keras")
                 if self.cfg.optimizer.ema_decay is not None:
                     self.save_model("final_ema.keras", ema=True)
+                history = self.state.get("history", [])
+                atomic_write_text(
+                    os.path.join(self.model_dir, "history.json"), json.dumps(history, indent=2)
+                )
+                plot_curves(history, os.path.join(self.model_dir, "curves.png"))
             atomic_write_text(
                 os.path.join(self.model_dir, "metrics.json"), json.dumps(metrics, indent=2)
             )
