@@ -37,6 +37,11 @@ DEFAULT_EXCLUDE: tuple[str, ...] = (r"(^|/)predictions/kernel$",)
 # §13.2: the floor on the gradient norm in the clip factor (a divide-by-zero guard).
 _GRAD_NORM_FLOOR = 1e-6
 
+# The AGC defaults (docs/nfnet_reference.md §13.2): lambda, DeepMind's value at batch 4096 with
+# SGD, and the floor on parameter norms. Every default in the package and the trainer is these.
+DEFAULT_CLIPPING = 0.01
+DEFAULT_EPS = 1e-3
+
 # §13.3 gains_biases group: leaf names {scale, offset, b} or containing "gain" or "bias".
 # `gamma`/`beta` are the Keras names of the normalization layers' scale and offset.
 _EXEMPT_LEAF_NAMES = frozenset({"scale", "offset", "b", "gamma", "beta"})
@@ -100,7 +105,9 @@ def unitwise_norm_tf_fused(x):
     return tf.math.reduce_euclidean_norm(x, axis=axis, keepdims=axis is not None)
 
 
-def clip_unitwise(grad, param, clipping: float = 0.01, eps: float = 1e-3, norm=unitwise_norm):
+def clip_unitwise(
+    grad, param, clipping: float = DEFAULT_CLIPPING, eps: float = DEFAULT_EPS, norm=unitwise_norm
+):
     """AGC for one tensor (§13.2); returns ``(clipped_grad, n_clipped_units, n_units)``.
 
     ``n_clipped_units`` is a float32 scalar tensor; ``n_units`` a Python int. ``norm`` is
@@ -211,14 +218,20 @@ def check_agc_args(clipping, eps) -> None:
 def clip_gradients_with_stats(
     grads: Sequence,
     variables: Sequence,
-    clipping: float = 0.01,
-    eps: float = 1e-3,
+    clipping: float = DEFAULT_CLIPPING,
+    eps: float = DEFAULT_EPS,
     exclude: Sequence[str] = DEFAULT_EXCLUDE,
+    norm=unitwise_norm,
+    values: Sequence | None = None,
 ):
-    """`clip_gradients` that also returns ``(n_clipped_units, n_units)``.
+    """`clip_gradients` that also returns ``(n_clipped_units, n_units)``: the one AGC loop, which
+    `keras_nfnet.agc_model.AGCModel`'s train step runs too.
 
     ``n_clipped_units`` is a float32 scalar tensor; ``n_units`` an int, counting the units of the
-    clipped (non-None, non-excluded) tensors.
+    clipped tensors. Not clipped: None gradients, variables matching ``exclude``, and variables
+    whose "gradient" is a new value (``overwrite_with_gradient``, e.g. float8 scales). ``values``
+    are the parameters to measure when they differ from ``variables`` (a stateless step's
+    values); ``norm`` the unit-wise norm (`unitwise_norm` or a fused equivalent).
 
     Example:
     >>> import numpy as np
@@ -228,17 +241,18 @@ def clip_gradients_with_stats(
     (3.0, 3)
     """
     check_agc_args(clipping, eps)
-    if len(grads) != len(variables):
+    values = variables if values is None else values
+    if not len(grads) == len(variables) == len(values):
         raise ValueError(
             f"grads and variables must have the same length. Received: {len(grads)} grads "
             f"and {len(variables)} variables"
         )
     clipped, n_clipped, n_units = [], ops.zeros((), "float32"), 0
-    for g, v in zip(grads, variables):
-        if g is None or is_excluded(v, exclude):
+    for g, v, w in zip(grads, variables, values):
+        if g is None or is_excluded(v, exclude) or getattr(v, "overwrite_with_gradient", False):
             clipped.append(g)
             continue
-        g, n, units = clip_unitwise(g, v, clipping, eps)
+        g, n, units = clip_unitwise(g, w, clipping, eps, norm)
         clipped.append(g)
         n_clipped = n_clipped + n
         n_units += units
@@ -248,8 +262,8 @@ def clip_gradients_with_stats(
 def clip_gradients(
     grads: Sequence,
     variables: Sequence,
-    clipping: float = 0.01,
-    eps: float = 1e-3,
+    clipping: float = DEFAULT_CLIPPING,
+    eps: float = DEFAULT_EPS,
     exclude: Sequence[str] = DEFAULT_EXCLUDE,
 ) -> list:
     """Adaptive Gradient Clipping of a list of gradients (docs/nfnet_reference.md §13.2).

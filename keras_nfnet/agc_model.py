@@ -21,31 +21,26 @@ before the cross-replica reduction, so it clips per replica (§13.5); do not com
 
 from __future__ import annotations
 
-import threading
-import types
 import warnings
 
 import keras
 from keras import ops
 
-from keras_nfnet import distribute_compat
+from keras_nfnet import distribute_compat, loss_scale, update_gating
 from keras_nfnet.agc import (
+    DEFAULT_CLIPPING,
+    DEFAULT_EPS,
     DEFAULT_EXCLUDE,
     check_agc_args,
     check_exclude,
-    clip_unitwise,
+    clip_gradients_with_stats,
     decay_exempt,
-    is_excluded,
     unitwise_norm,
     unitwise_norm_tf_fused,
 )
 from keras_nfnet.layers.registry import register
 
 _AGC_KEYS = ("agc_clipping", "agc_eps", "agc_exclude", "l2_weight_decay")
-
-
-def _is_loss_scale_optimizer(optimizer) -> bool:
-    return isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
 
 def _first_batch_size(x):
@@ -87,8 +82,8 @@ class AGCModel(keras.Model):
         # Keep this signature: Keras revives a Model subclass as Functional only when its
         # __init__ takes (*args, **kwargs).
         super().__init__(*args, **kwargs)
-        self.agc_clipping = 0.01
-        self.agc_eps = 1e-3
+        self.agc_clipping = DEFAULT_CLIPPING
+        self.agc_eps = DEFAULT_EPS
         self.agc_exclude = None
         self.l2_weight_decay = 0.0
         self._agc_exclude_checked = False
@@ -96,8 +91,8 @@ class AGCModel(keras.Model):
     def compile(
         self,
         *args,
-        agc_clipping: float | None = 0.01,
-        agc_eps: float = 1e-3,
+        agc_clipping: float | None = DEFAULT_CLIPPING,
+        agc_eps: float = DEFAULT_EPS,
         agc_exclude=None,
         l2_weight_decay: float = 0.0,
         **kwargs,
@@ -135,8 +130,15 @@ class AGCModel(keras.Model):
         optimizer = self.optimizer
         if optimizer is None:
             return
-        inner = optimizer.inner_optimizer if _is_loss_scale_optimizer(optimizer) else optimizer
-        if not _is_loss_scale_optimizer(optimizer) and optimizer.loss_scale_factor is not None:
+        inner = (
+            optimizer.inner_optimizer
+            if loss_scale.is_loss_scale_optimizer(optimizer)
+            else optimizer
+        )
+        if (
+            not loss_scale.is_loss_scale_optimizer(optimizer)
+            and optimizer.loss_scale_factor is not None
+        ):
             raise ValueError(
                 "AGCModel needs unscaled gradients and cannot undo a static loss_scale_factor "
                 "without rescaling the update. Use keras.optimizers.LossScaleOptimizer (or the "
@@ -180,38 +182,28 @@ class AGCModel(keras.Model):
 
     # ---------------------------------------------------------------- gradient processing
 
-    def _agc_masks(self):
-        """Per trainable variable: (clip with AGC, apply coupled L2)."""
-        variables = self.trainable_variables
-        if self.agc_exclude is not None and not self._agc_exclude_checked:
-            check_exclude(self.agc_exclude, variables)
-            self._agc_exclude_checked = True
-        exclude = DEFAULT_EXCLUDE if self.agc_exclude is None else self.agc_exclude
-        clip = [
-            self.agc_clipping is not None
-            and not is_excluded(v, exclude)
-            and not getattr(v, "overwrite_with_gradient", False)
-            for v in variables
-        ]
-        decay = [self.l2_weight_decay > 0 and not decay_exempt(v) for v in variables]
-        return clip, decay
-
     def _clip_and_decay(self, grads, values, norm=unitwise_norm):
-        """Steps 5-6: AGC then coupled L2; returns (grads, fraction of units clipped)."""
-        clip, decay = self._agc_masks()
-        out = []
-        n_clipped, n_units = ops.zeros((), "float32"), 0
-        for g, w, do_clip, do_decay in zip(grads, values, clip, decay):
-            if g is None:
-                out.append(g)
-                continue
-            if do_clip:
-                g, n, units = clip_unitwise(g, w, self.agc_clipping, self.agc_eps, norm)
-                n_clipped, n_units = n_clipped + n, n_units + units
-            if do_decay:
-                g = g + ops.cast(w, g.dtype) * self.l2_weight_decay
-            out.append(g)
-        return out, n_clipped / max(n_units, 1)
+        """Steps 5-6: AGC (`keras_nfnet.agc.clip_gradients_with_stats`, the one clip loop) then
+        coupled L2; returns (grads, fraction of units clipped)."""
+        variables = self.trainable_variables
+        fraction = ops.zeros((), "float32")
+        if self.agc_clipping is not None:
+            if self.agc_exclude is not None and not self._agc_exclude_checked:
+                check_exclude(self.agc_exclude, variables)
+                self._agc_exclude_checked = True
+            exclude = DEFAULT_EXCLUDE if self.agc_exclude is None else self.agc_exclude
+            grads, n_clipped, n_units = clip_gradients_with_stats(
+                grads, variables, self.agc_clipping, self.agc_eps, exclude, norm, values
+            )
+            fraction = n_clipped / max(n_units, 1)
+        if self.l2_weight_decay > 0:
+            grads = [
+                g
+                if g is None or decay_exempt(v)
+                else g + ops.cast(w, g.dtype) * self.l2_weight_decay
+                for g, v, w in zip(grads, variables, values)
+            ]
+        return grads, fraction
 
     def _unscale(self, grads, scale):
         """Step 2 (LossScaleOptimizer only), skipping variables it does not unscale either."""
@@ -276,7 +268,7 @@ class AGCModel(keras.Model):
     def _tf_update(self, grads, variables, optimizer, num_replicas):
         import tensorflow as tf
 
-        lso = optimizer if _is_loss_scale_optimizer(optimizer) else None
+        lso = optimizer if loss_scale.is_loss_scale_optimizer(optimizer) else None
         if lso is not None:
             grads = self._unscale(grads, lso.dynamic_scale)
         if num_replicas > 1:
@@ -295,7 +287,7 @@ class AGCModel(keras.Model):
             # §13.5 step 5: the optimizer SUM-reduces the N identical copies once more.
             grads = [None if g is None else g / num_replicas for g in grads]
         inner = getattr(optimizer, "inner_optimizer", optimizer)
-        _gate_updates(inner)
+        update_gating.gate_updates(inner)
         # Decoupled weight decay runs for every variable before the first ``update_step``: with
         # it the whole update waits for every gradient.
         present = [g for g in grads if g is not None]
@@ -304,7 +296,7 @@ class AGCModel(keras.Model):
             if lso is None:
                 optimizer.apply_gradients(zip(grads, variables))
             else:
-                _tf_loss_scale_apply(lso, grads, variables, finite)
+                loss_scale.tf_apply(lso, grads, variables, finite)
         return fraction
 
     def _tf_logs(self, x, y, y_pred, sample_weight, fraction, strategy):
@@ -330,11 +322,11 @@ class AGCModel(keras.Model):
         )
         unscaled_loss, y_pred, non_trainable, metrics_vars = aux
         optimizer = self.optimizer
-        if _is_loss_scale_optimizer(optimizer):
+        if loss_scale.is_loss_scale_optimizer(optimizer):
             index = [id(v) for v in optimizer.variables].index(id(optimizer.dynamic_scale))
             grads = self._unscale(grads, optimizer_vars[index])
             grads, fraction = self._clip_and_decay(grads, trainable)
-            trainable, optimizer_vars = _stateless_loss_scale_apply(
+            trainable, optimizer_vars = loss_scale.stateless_apply(
                 optimizer, optimizer_vars, grads, trainable
             )
         else:
@@ -366,10 +358,10 @@ class AGCModel(keras.Model):
             variables = self.trainable_weights[:]
             grads = [v.value.grad for v in variables]
             with torch.no_grad():
-                if _is_loss_scale_optimizer(optimizer):
+                if loss_scale.is_loss_scale_optimizer(optimizer):
                     grads = self._unscale(grads, optimizer.dynamic_scale)
                     grads, fraction = self._clip_and_decay(grads, variables)
-                    _stateful_loss_scale_apply(optimizer, grads, variables)
+                    loss_scale.stateful_apply(optimizer, grads, variables)
                 else:
                     grads, fraction = self._clip_and_decay(grads, variables)
                     optimizer.apply(grads, variables)
@@ -395,146 +387,3 @@ class AGCModel(keras.Model):
         import tensorflow as tf
 
         return distribute_compat.fix_step_logs(logs, tf.distribute.get_strategy())
-
-
-# -------------------------------------------------------------------- loss-scale bookkeeping
-# These mirror keras.optimizers.LossScaleOptimizer (keras 3.15.1) with one difference: the
-# gradients passed in are already unscaled (AGC needs them so), so the inner optimizer receives
-# them as they are instead of divided by the loss scale a second time.
-
-
-def _grow_or_count(lso):
-    def upscale():
-        lso.step_counter.assign(0)
-        lso.dynamic_scale.assign(ops.multiply(lso.dynamic_scale, 2.0))
-
-    def increment():
-        lso.step_counter.assign_add(1)
-
-    ops.cond(ops.equal(lso.step_counter, lso.dynamic_growth_steps - 1), upscale, increment)
-
-
-def _shrink(lso):
-    lso.step_counter.assign(0)
-    lso.dynamic_scale.assign(ops.multiply(lso.dynamic_scale, 0.5))
-
-
-def _stateful_loss_scale_apply(lso, grads, variables, finite=None):
-    """LossScaleOptimizer._common_apply for already unscaled gradients."""
-
-    def apply_finite():
-        lso.inner_optimizer.apply(grads, trainable_variables=variables)
-        _grow_or_count(lso)
-
-    finite = lso.check_finite(grads) if finite is None else finite
-    ops.cond(finite, apply_finite, lambda: _shrink(lso))
-
-
-_GATING_LOCK = threading.Lock()
-
-
-def _gate_updates(optimizer) -> None:
-    """Make each variable's TF update wait for its own (clipped) gradient; once per optimizer.
-
-    Without it TF's executor runs the optimizer's variable-only ops (e.g. SGD's ``momentum * m``)
-    at the start of the step and keeps their outputs alive through the forward and backward
-    passes. Gating each ``update_step`` on its gradient, rather than the whole update on every
-    gradient, lets a gradient be freed once its variable is updated, while the backward pass is
-    still running. Outside any ``tf.distribute`` strategy there is one replica, so the
-    optimizer's all-reduce of the gradients (a single op over all of them, which would hold every
-    update until the last gradient) is skipped: the sum over one replica is the gradient itself.
-    A control dependency on a tensor the update reads changes no value. MirroredStrategy may
-    trace replicas in parallel threads, hence the lock.
-    """
-    with _GATING_LOCK:
-        if getattr(optimizer, "_keras_nfnet_gated", False):
-            return
-        # Bound methods, so `copy.deepcopy(optimizer)` rebinds them to the copy.
-        optimizer.update_step = types.MethodType(_gated_update_step, optimizer)
-        if hasattr(optimizer, "_all_reduce_sum_gradients"):
-            optimizer._all_reduce_sum_gradients = types.MethodType(_replica_sum, optimizer)
-        optimizer._keras_nfnet_gated = True
-
-
-def _gated_update_step(self, gradient, variable, learning_rate):
-    import tensorflow as tf
-
-    with tf.control_dependencies([gradient]):
-        return type(self).update_step(self, gradient, variable, learning_rate)
-
-
-def _replica_sum(self, grads_and_vars):
-    import tensorflow as tf
-
-    if not tf.distribute.has_strategy():
-        return grads_and_vars
-    return type(self)._all_reduce_sum_gradients(self, grads_and_vars)
-
-
-def _tf_loss_scale_apply(lso, grads, variables, finite):
-    """LossScaleOptimizer._tf_apply (merge_call for MirroredStrategy) for unscaled gradients.
-
-    ``finite`` was computed from the all-reduced gradients, so every replica agrees on it.
-    """
-    import tensorflow as tf
-
-    if tf.__internal__.distribute.strategy_supports_no_merge_call():
-        _stateful_loss_scale_apply(lso, grads, variables, finite)
-        return
-
-    def cross_replica(distribution, grads, finite):
-        finite = distribution.experimental_local_results(finite)[0]
-
-        def apply_fn():
-            distribution.extended.call_for_each_replica(
-                _apply_and_count, args=(lso, grads, variables)
-            )
-
-        # As in Keras: the cond must run in cross-replica context because the inner optimizer's
-        # apply calls merge_call.
-        ops.cond(finite, apply_fn, lambda: _shrink(lso))
-
-    tf.distribute.get_replica_context().merge_call(cross_replica, args=(grads, finite))
-
-
-def _apply_and_count(lso, grads, variables):
-    lso.inner_optimizer.apply(grads, trainable_variables=variables)
-    _grow_or_count(lso)
-
-
-def _stateless_loss_scale_apply(lso, optimizer_variables, grads, trainable_variables):
-    """LossScaleOptimizer.stateless_apply (JAX) for already unscaled gradients."""
-    n_own = len(lso.variables) - len(lso.inner_optimizer.variables)
-    own = lso.variables[:n_own]
-    mapping = list(zip(lso.variables, optimizer_variables))
-
-    def own_values(update):
-        with keras.StatelessScope(state_mapping=mapping) as scope:
-            update()
-        return [scope.get_current_value(v) for v in own]
-
-    def on_finite():
-        with keras.StatelessScope(state_mapping=mapping):
-            new_own = ops.cond(
-                ops.equal(lso.step_counter, lso.dynamic_growth_steps - 1),
-                lambda: own_values(_upscale_fn(lso)),
-                lambda: own_values(lambda: lso.step_counter.assign_add(1)),
-            )
-        new_trainable, new_inner = lso.inner_optimizer.stateless_apply(
-            list(optimizer_variables[n_own:]), grads, trainable_variables
-        )
-        return list(new_trainable), list(new_own) + list(new_inner)
-
-    def on_non_finite():
-        new_own = own_values(lambda: _shrink(lso))
-        return list(trainable_variables), new_own + list(optimizer_variables[n_own:])
-
-    return ops.cond(lso.check_finite(grads), on_finite, on_non_finite)
-
-
-def _upscale_fn(lso):
-    def upscale():
-        lso.step_counter.assign(0)
-        lso.dynamic_scale.assign(ops.multiply(lso.dynamic_scale, 2.0))
-
-    return upscale

@@ -366,3 +366,35 @@ def test_mwms_workaround_is_tied_to_the_verified_keras_versions():
     assert distribute_compat.workaround_enabled("3.15.1")
     assert not distribute_compat.workaround_enabled("3.16.0")
     assert not distribute_compat.in_multi_worker_mode(tf.distribute.MirroredStrategy(["/cpu:0"]))
+
+
+def test_the_agc_defaults_are_defined_once_and_every_entry_point_uses_them():
+    import inspect
+
+    from keras_nfnet import agc as agc_lib
+    from training.configs import OptimizerConfig
+
+    assert (agc_lib.DEFAULT_CLIPPING, agc_lib.DEFAULT_EPS) == (0.01, 1e-3)
+    compile_args = inspect.signature(AGCModel.compile).parameters
+    for fn in (agc_lib.clip_gradients, agc_lib.clip_gradients_with_stats, agc_lib.clip_unitwise):
+        params = inspect.signature(fn).parameters
+        assert params["clipping"].default is agc_lib.DEFAULT_CLIPPING
+        assert params["eps"].default is agc_lib.DEFAULT_EPS
+    assert compile_args["agc_clipping"].default is agc_lib.DEFAULT_CLIPPING
+    assert compile_args["agc_eps"].default is agc_lib.DEFAULT_EPS
+    assert OptimizerConfig().agc_clipping is agc_lib.DEFAULT_CLIPPING
+    assert OptimizerConfig().agc_eps is agc_lib.DEFAULT_EPS
+
+
+def test_clip_gradients_skips_overwrite_with_gradient_variables_as_the_train_step_does():
+    from keras_nfnet import agc as agc_lib
+
+    scale = keras.Variable(np.ones(3, "float32"), name="scale")
+    scale.overwrite_with_gradient = True  # its "gradient" is its next value (float8 scales)
+    weight = keras.Variable(np.ones(3, "float32"), name="weight")
+    big = np.full(3, 100.0, "float32")
+    out, n_clipped, n_units = agc_lib.clip_gradients_with_stats([big, big], [scale, weight])
+    np.testing.assert_array_equal(np.asarray(out[0]), big)  # untouched
+    # The weight's gradient is clipped to 0.01 * its norm: a vector is one unit.
+    assert np.linalg.norm(np.asarray(out[1])) == pytest.approx(0.01 * np.sqrt(3), rel=1e-5)
+    assert (float(n_clipped), n_units) == (1.0, 1)

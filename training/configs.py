@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from keras_nfnet.agc import DEFAULT_CLIPPING, DEFAULT_EPS
 from keras_nfnet.architecture.rows import MODEL_SPECS, NFNET_VARIANTS, NFNetVariant
 from keras_nfnet.architecture.spec import NFSpec
 from keras_nfnet.models.nfnet import NUMERICS
@@ -121,8 +122,8 @@ class OptimizerConfig:
     warmup_epochs: float = 5.0
     end_learning_rate: float = 0.0
     weight_decay: float = 2e-5  # coupled L2, gains/biases/skip gains exempt
-    agc_clipping: float | None = 0.01
-    agc_eps: float = 1e-3
+    agc_clipping: float | None = DEFAULT_CLIPPING
+    agc_eps: float = DEFAULT_EPS
     agc_exclude: list | None = None  # None: AGCModel's default (the classifier kernel)
     ema_decay: float | None = 0.99999
     label_smoothing: float = 0.1

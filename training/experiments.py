@@ -245,7 +245,6 @@ def digits_nfnet() -> ExperimentConfig:
             base_learning_rate=0.4,
             warmup_epochs=1.0,
             weight_decay=5e-5,
-            agc_clipping=0.01,
             ema_decay=0.999,
             label_smoothing=0.1,
         ),
