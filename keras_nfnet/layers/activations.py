@@ -59,9 +59,8 @@ _NONLINEARITIES: dict[str, Callable] = {
 ACTIVATIONS: tuple[str, ...] = ("identity", *sorted(GAMMAS))
 
 # tanh GELU, ``0.5 x (1 + tanh(z))`` with ``z = sqrt(2/pi) (x + 0.044715 x^3)`` written as
-# ``z = x (c1 + c3 x^2)``. Fused under XLA on TF (the default) this form ran F0's 52 activations
-# (71 M values, batch 8) in ~24-31 ms against ~26-38 ms for the equal ``x * sigmoid(2 z)`` used
-# before; as unfused TF ops both took about the same (2-core CPU, timed alone).
+# ``z = x (c1 + c3 x^2)``: fused under XLA on TF (the default) this form runs faster than the
+# equal ``x * sigmoid(2 z)`` (bench/FINDINGS.md §3).
 _GELU_C1 = math.sqrt(2.0 / math.pi)
 _GELU_C3 = _GELU_C1 * 0.044715
 

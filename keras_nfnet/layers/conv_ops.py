@@ -11,26 +11,24 @@ backend / device          path
 TensorFlow, any device    ``tf.nn.conv2d`` with the grouped kernel. Keras 3 instead wraps every
                           grouped conv in an XLA function, assuming TF's CPU kernels reject them
                           (keras/src/backend/tensorflow/nn.py); TF 2.21's oneDNN kernels run them
-                          natively and the XLA backward pass measured ~25x slower on CPU.
+                          natively and the XLA backward pass is far slower on CPU
+                          (bench/FINDINGS.md §1).
                           ``tf.nn.conv2d`` is the op TensorFlow documents for grouped convs on
                           CPU (oneDNN) and GPU (cuDNN); under ``jit_compile``/TPU it lowers to
                           XLA's grouped conv, as Keras' own path does.
 TensorFlow, CPU only      1x1, stride-1, ungrouped convolutions (an NFNet block's first and
                           last conv, the shortcut and final convs) run as one ``tf.matmul`` over
-                          the pixels. On this 2-core CPU the F0 forward pass at batch 8 took
-                          ~0.64 s instead of ~0.71 s and the training step ~2.16 s instead of
-                          ~2.26 s: oneDNN's convolution re-lays-out the weights on every call
+                          the pixels, which is faster (bench/FINDINGS.md §1): oneDNN's
+                          convolution re-lays-out the weights on every call
                           (they are recomputed by weight standardization, so never cached),
                           which costs most where weights are large and images small (stages 3
                           and 4). Used when TF sees no GPU or TPU; otherwise ``tf.nn.conv2d``.
 JAX, CPU                  one dense ``conv_general_dilated`` per group, then a concatenation.
-                          XLA:CPU's ``feature_group_count`` convolution measured 5x (forward) and
-                          16x (forward + backward) slower here than the split form, with
-                          bit-identical outputs (NFNet's 768-channel, 6-group 3x3 conv).
+                          XLA:CPU's ``feature_group_count`` convolution is several times slower
+                          than the split form, with bit-identical outputs (bench/FINDINGS.md §1).
                           1x1, stride-1, ungrouped convolutions run as one matmul over the
-                          pixels, as on TF: XLA:CPU's dot ran F0's pointwise convs' forward +
-                          backward 1.3-2.5x faster than its 1x1 convolution (batch 8, e.g.
-                          48x48x256->256: 55 ms instead of 138 ms).
+                          pixels, as on TF: XLA:CPU's dot runs them faster than its 1x1
+                          convolution (bench/FINDINGS.md §1).
 JAX, GPU / TPU            ``keras.ops.conv`` (``feature_group_count``): the form XLA's GPU
                           (cuDNN grouped conv) and TPU backends document and optimize. Not
                           measured here (no accelerator).

@@ -4,8 +4,8 @@ Two chains of small ops run once per layer and per step in an NFNet: the tanh GE
 (``0.5 x (1 + tanh(x (c1 + c3 x^2))) * gamma``, ~9 ops on an activation-sized tensor) and Scaled
 Weight Standardization (mean, variance and normalization of a kernel-sized tensor, ~7 ops).
 TensorFlow runs each op as its own kernel on CPU, reading and writing the whole tensor each time,
-and its autodiff keeps the intermediates alive until the backward pass (fusing the GELU alone
-lowered the TF allocator's peak in an F0 training step at batch 8 from 2.56 GB to 2.09 GB).
+and its autodiff keeps the intermediates alive until the backward pass (what fusing saves is
+measured in bench/FINDINGS.md §2).
 `fused` changes how such a chain runs, never what it computes:
 
 ========================  ======================================================================
@@ -15,14 +15,11 @@ TensorFlow, any device    the chain is one ``tf.function(jit_compile=True)`` (XL
                           single loop: one read, one write), and its gradient is a second XLA
                           function that recomputes the chain under a tape from the saved inputs,
                           so nothing else is kept for the backward pass (``tf.custom_gradient``).
-                          The GELU alone measured 2.9x faster (4.7 M values); with both chains
-                          fused the F0 training process at batch 8 peaked at ~3.2 GB instead of
-                          ~3.9 GB; `fused_weight` (the convolution recomputes its standardized
-                          kernel and its activated input in the backward pass) and AGCModel's
-                          update ordering took it to ~2.65 GB; `recomputing` in `SkipGain`
-                          (the residual is rebuilt from the SE and stochastic-depth factors)
-                          and per-gradient optimizer updates to ~2.55 GB (~2.35 GB where
-                          ``import keras`` finds no JAX, scikit-learn or matplotlib to load).
+                          `fused_weight` (the convolution recomputes its standardized kernel
+                          and its activated input in the backward pass) and `recomputing` in
+                          `SkipGain` (the residual is rebuilt from the SE and stochastic-depth
+                          factors) keep less for the backward pass in the same way
+                          (bench/FINDINGS.md §2).
                           XLA is what TensorFlow documents for fusing elementwise ops on CPU,
                           GPU and TPU (not measured here on GPU/TPU).
 JAX                       the function itself: ``jax.jit`` already compiles the whole step with

@@ -53,8 +53,7 @@ def standardize_kernel(kernel, gain, standardization: str = "deepmind"):
     shape = tuple(kernel.shape)
     fan_in = math.prod(shape[:-1])
     # The statistics of a (fan_in, out) view: XLA:CPU reduces one leading axis faster than three
-    # (F0's 57 kernels on 2 cores: ~33 ms instead of ~40 ms forward, ~30 ms less with the
-    # gradient); the result is reshaped back to the kernel's shape.
+    # (bench/FINDINGS.md §4); the result is reshaped back to the kernel's shape.
     kernel = ops.reshape(ops.cast(kernel, dtype), (fan_in, shape[-1]))
     gain = ops.cast(gain, dtype)
     mean = ops.mean(kernel, axis=0, keepdims=True)
