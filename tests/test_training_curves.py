@@ -54,3 +54,27 @@ def test_curves_png_is_drawn_from_the_history_metrics_json_reports(run):
         assert history[-1][f"val_{key}"] == pytest.approx(value, rel=1e-5, abs=1e-6), key
     steps, losses = curves.curve(history, "loss")
     assert steps == [4, 8, 10] and np.isfinite(losses).all()
+
+
+def test_config_yaml_shows_only_what_applies_and_reads_back_to_the_run(run):
+    import yaml
+
+    from training import configs
+
+    out, _, _ = run
+    written = yaml.safe_load((out / "config.yaml").read_text())
+    assert "name" not in written["eval_data"] and "name" not in written["train_data"]
+    for key in ("random_crop", "mixup_cutmix", "randaugment", "shuffle_buffer_size"):
+        assert key not in written["eval_data"], key
+    assert "eval_transform" not in written["train_data"]
+    assert "name" not in written["model"] and written["model"]["variant"] == "F0"
+    assert "tpu" not in written["runtime"]
+    # The metric that picked best.keras, as metrics.json reports it.
+    assert written["trainer"]["best_metric"] == "ema_accuracy"
+    best = json.loads((out / "metrics.json").read_text())["best"]
+    assert best["metric"] == written["trainer"]["best_metric"]
+    # Read back onto the experiment, it is the run's config.
+    again = configs.apply_overrides(configs.get_experiment("digits_nfnet"), written)
+    run_cfg = build_config("digits_nfnet", params_override=TINY)
+    assert configs.best_metric_key(again) == configs.best_metric_key(run_cfg)
+    assert configs.applicable_dict(again) == configs.applicable_dict(run_cfg)

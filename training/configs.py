@@ -464,9 +464,56 @@ def to_dict(config) -> dict:
     return plain(dataclasses.asdict(config))
 
 
-def dump_yaml(config) -> str:
-    """The config as YAML text (`load_yaml` reads it back to the same values)."""
-    return yaml.dump(to_dict(config), Dumper=_Dumper, sort_keys=False)
+def dump_yaml(config, applicable: bool = False) -> str:
+    """The config as YAML text (`load_yaml` reads it back to the same values).
+
+    ``applicable=True`` (what a run writes to ``config.yaml``) leaves out the keys that do not
+    apply to this config (`applicable_dict`)."""
+    data = applicable_dict(config) if applicable else to_dict(config)
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False)
+
+
+# Keys of a DataConfig that only the training pipeline reads, and only the evaluation one.
+_TRAIN_ONLY = ("random_crop", "random_flip", "mixup_cutmix", "mixup_alpha", "randaugment")
+_TRAIN_ONLY += ("shuffle_buffer_size",)
+_EVAL_ONLY = ("eval_transform",)
+# Keys each data source does not read.
+_UNUSED_BY_SOURCE = {
+    "digits": ("name", "data_dir", "manual_dir", "folder", "skip_corrupt_images"),
+    "image_folder": ("name", "data_dir", "manual_dir"),
+    "tfds": ("folder",),
+}
+
+
+def applicable_dict(config: ExperimentConfig) -> dict:
+    """`to_dict` without the keys that do not apply to this config, so that ``config.yaml`` shows
+    what the run used: the data keys its source and split role do not read, ``model.variant``
+    when a row is named (``model.name`` when not), the AGC settings when AGC is off, the mixing
+    strength without mixing, the TPU address without a TPU strategy. ``trainer.best_metric`` is
+    written as the metric that picks ``best.keras`` (`best_metric_key`: ``ema_accuracy`` when
+    the EMA weights are evaluated), which reads back to the same choice.
+
+    Example:
+    >>> import training.registry_imports
+    >>> d = applicable_dict(get_experiment("digits_nfnet"))
+    >>> "name" in d["eval_data"], "random_crop" in d["eval_data"], d["trainer"]["best_metric"]
+    (False, False, 'ema_accuracy')
+    """
+    data = to_dict(config)
+    for section, drop in (("train_data", _EVAL_ONLY), ("eval_data", _TRAIN_ONLY)):
+        part = data[section]
+        for key in (*drop, *_UNUSED_BY_SOURCE.get(part["source"], ())):
+            part.pop(key, None)
+        if not part.get("mixup_cutmix", True):
+            part.pop("mixup_alpha", None)
+    data["model"].pop("variant" if config.model.name else "name")
+    if config.optimizer.agc_clipping is None:
+        for key in ("agc_eps", "agc_exclude"):
+            data["optimizer"].pop(key)
+    if config.runtime.strategy != "tpu":
+        data["runtime"].pop("tpu")
+    data["trainer"]["best_metric"] = best_metric_key(config)
+    return data
 
 
 # ----------------------------------------------------------------------------- validation

@@ -259,7 +259,7 @@ class Runner:
         os.makedirs(self.out_dir, exist_ok=True)
         if self.chief:
             path = os.path.join(self.model_dir, "config.yaml")
-            atomic_write_text(path, dump_yaml(self.cfg))
+            atomic_write_text(path, dump_yaml(self.cfg, applicable=True))
 
     # ---------------------------------------------------------------- state
 
