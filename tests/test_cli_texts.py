@@ -190,3 +190,14 @@ def test_filtered_stderr_drops_only_the_lines_it_is_told_to(capfd):
             os.write(2, line)
     err = capfd.readouterr().err
     assert err.splitlines() == [line.decode().rstrip() for line in lines[2:]]
+
+
+def test_analysis_unknown_model_is_one_error_line_before_anything_is_built(capsys, tmp_path):
+    from keras_nfnet.analysis.__main__ import cli
+
+    out = tmp_path / "spp.png"
+    assert cli(["--models=nf_resnet50,nf_resnet51x", f"--out={out}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: Unknown model name 'nf_resnet51x'")
+    assert "nf_resnet{D}[_se]" in err[0] and "Traceback" not in err[0]
+    assert not out.exists()

@@ -181,9 +181,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def check_model_names(models: str) -> list[str]:
+    """The names of ``--models``, each checked against `MODEL_NAMES` before anything is built.
+
+    Example:
+    >>> check_model_names("nf_resnet50, linear3_bn")
+    ['nf_resnet50', 'linear3_bn']
+    """
+    names = [s.strip() for s in models.split(",") if s.strip()]
+    if not names:
+        raise ValueError(f"--models names no model. Received: --models={models!r}.")
+    for name in names:
+        if not any(p.fullmatch(name.lower()) for p in _PATTERNS.values()):
+            raise ValueError(
+                f"Unknown model name {name!r}. Accepted: "
+                f"{', '.join(p for p, _ in MODEL_NAMES)}, where {name_legend()}."
+            )
+    return names
+
+
 def main(argv: list[str] | None = None):
     """Run the CLI; returns ``(results, figure)``."""
     args = parse_args(argv)
+    check_model_names(args.models)
     import keras
 
     keras.utils.set_random_seed(args.seed)
@@ -224,5 +244,15 @@ def _save_npz(path: str, results) -> None:
         np.savez(f, **arrays)
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """``python -m keras_nfnet.analysis``: a bad value is one ``error:`` line and exit status 2."""
+    try:
+        main(argv)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(cli(sys.argv[1:]))
