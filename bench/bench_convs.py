@@ -2,7 +2,7 @@
 
 Not a test. For every `WSConv2D` of NFNet-F0 (its input shape, kernel shape, stride and padding
 at ``--size`` px, batch ``--batch``), one value-and-gradient of ``sum(conv(x, w) ** 2)`` with
-respect to input and kernel is timed through `keras_nfnet.layers.conv_ops.conv2d`, the path the
+respect to input and kernel is timed through `keras_nfnet.fast.conv_ops.conv2d`, the path the
 model takes. With ``--reference``, grouped layers are also timed through `reference_conv2d`
 (Keras' ``ops.conv``: XLA's ``feature_group_count`` convolution on JAX, an XLA function on TF;
 slow on CPU, which is the point). Identical layer shapes are timed once and counted per layer.
@@ -109,7 +109,7 @@ def run(size: int, batch: int, repeats: int, reference: bool) -> dict:
     import keras
     import numpy as np
 
-    from keras_nfnet.layers.conv_ops import conv2d, reference_conv2d
+    from keras_nfnet.fast.conv_ops import conv2d, reference_conv2d
 
     totals = {"grouped": {"s": 0.0, "gflop": 0.0}, "ungrouped": {"s": 0.0, "gflop": 0.0}}
     reference_s = 0.0

@@ -12,7 +12,7 @@ profiler and reads the trace (``*.xplane.pb``) back. For each profiled pass it r
 
 ``by_op_ms`` sums each op type's own time over all threads (overlapping ops both count),
 ``xla_calls`` the runs of XLA-compiled functions (the fused activations and standardizations of
-`keras_nfnet.layers.fusion`), and ``by_layer_kind`` the convolutions' time and GFLOP/s per kind
+`keras_nfnet.fast.fusion`), and ``by_layer_kind`` the convolutions' time and GFLOP/s per kind
 of layer (kinds that run side by side, such as a transition block's shortcut and conv0, slow
 each other down). ``gemm_peak_gflops`` is
 one 2048x2048x2048 ``tf.matmul`` on the same threads, for scale.

@@ -26,7 +26,7 @@ import warnings
 import keras
 from keras import ops
 
-from keras_nfnet import distribute_compat, loss_scale, update_gating
+from keras_nfnet import distribute_compat, fast, loss_scale
 from keras_nfnet.agc import (
     DEFAULT_CLIPPING,
     DEFAULT_EPS,
@@ -38,7 +38,7 @@ from keras_nfnet.agc import (
     unitwise_norm,
     unitwise_norm_tf_fused,
 )
-from keras_nfnet.layers.registry import register
+from keras_nfnet.registry import register
 
 _AGC_KEYS = ("agc_clipping", "agc_eps", "agc_exclude", "l2_weight_decay")
 
@@ -287,7 +287,7 @@ class AGCModel(keras.Model):
             # §13.5 step 5: the optimizer SUM-reduces the N identical copies once more.
             grads = [None if g is None else g / num_replicas for g in grads]
         inner = getattr(optimizer, "inner_optimizer", optimizer)
-        update_gating.gate_updates(inner)
+        fast.gate_updates(inner)
         # Decoupled weight decay runs for every variable before the first ``update_step``: with
         # it the whole update waits for every gradient.
         present = [g for g in grads if g is not None]

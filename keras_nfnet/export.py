@@ -24,8 +24,8 @@ import tempfile
 import keras
 
 from keras_nfnet.atomic import atomic_write_bytes
+from keras_nfnet.fast import GroupedConv2D
 from keras_nfnet.layers.activations import ScaledActivation
-from keras_nfnet.layers.conv_ops import GroupedConv2D
 from keras_nfnet.layers.stoch_depth import StochDepth
 from keras_nfnet.layers.ws_conv import WSConv2D
 
@@ -37,7 +37,7 @@ def fold_weight_standardization(model: keras.Model, name: str | None = None) -> 
     """Return an inference copy of ``model`` with every `WSConv2D` folded into a `Conv2D`.
 
     Each `WSConv2D` becomes a ``keras.layers.Conv2D`` (for ``groups > 1`` its subclass
-    `keras_nfnet.layers.conv_ops.GroupedConv2D`, which differs only in emitting TF's native
+    `keras_nfnet.fast.conv_ops.GroupedConv2D`, which differs only in emitting TF's native
     grouped op; see there) with the same name, shape, strides, padding, groups and dtype
     policy, whose kernel is the source layer's
     ``standardized_kernel()`` (float32, computed once) and whose bias is the source bias.

@@ -23,7 +23,7 @@ import math
 import keras
 from keras import ops
 
-from keras_nfnet.layers.registry import register
+from keras_nfnet.registry import register
 
 
 @register

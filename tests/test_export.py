@@ -15,8 +15,8 @@ import tensorflow as tf
 
 import keras_nfnet
 from keras_nfnet.export import fold_weight_standardization, to_tflite
+from keras_nfnet.fast.conv_ops import GroupedConv2D
 from keras_nfnet.layers import StochDepth, WSConv2D
-from keras_nfnet.layers.conv_ops import GroupedConv2D
 
 SIZE = 64
 CLASSES = 10

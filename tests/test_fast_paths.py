@@ -1,8 +1,8 @@
 """The fast paths compute what the reference paths do, forward and gradients, on every backend.
 
-`keras_nfnet.layers.conv_ops.conv2d` replaces Keras' grouped convolution per backend and device
+`keras_nfnet.fast.conv_ops.conv2d` replaces Keras' grouped convolution per backend and device
 (TF: ``tf.nn.conv2d``; JAX on CPU: one dense conv per group); each check compares it with
-`reference_conv2d` (``keras.ops.conv``) on single convolutions. `keras_nfnet.layers.fusion` runs
+`reference_conv2d` (``keras.ops.conv``) on single convolutions. `keras_nfnet.fast.fusion` runs
 the GELU and the weight standardization as fused XLA kernels with recomputing gradients on TF.
 A reduced NFNet (`TINY_VARIANT`) is run with every fast path on and with every one off (reference
 conv, fusion off), eagerly and inside ``tf.function`` (where TF prunes the backward pass's
@@ -83,7 +83,7 @@ def check_convs() -> None:
     with a bias (which TF's paths fuse into the convolution or matmul)."""
     from keras import ops
 
-    from keras_nfnet.layers.conv_ops import conv2d, reference_conv2d
+    from keras_nfnet.fast.conv_ops import conv2d, reference_conv2d
 
     rng = np.random.default_rng(0)
     for in_ch, filters, groups, k, stride, padding, size in CONV_CASES:
@@ -157,7 +157,8 @@ def check_model(
     ``training=True`` runs stochastic depth (at a high rate, so blocks are dropped) and dropout,
     whose products the fast path's skip-gain gradient recomputes.
     """
-    from keras_nfnet.layers import conv_ops, fusion, ws_conv
+    from keras_nfnet.fast import conv_ops, fusion
+    from keras_nfnet.layers import ws_conv
 
     model = _tiny_model(variant, numerics, stochdepth_rate=0.8 if training else None)
     fast = _model_outputs_and_grads(model, graph, training)
@@ -190,7 +191,7 @@ def check_path_choice() -> str:
     """Which op `conv2d` emits for a grouped conv on this backend (asserted by the tests)."""
     import keras
 
-    from keras_nfnet.layers.conv_ops import conv2d
+    from keras_nfnet.fast.conv_ops import conv2d
 
     x = np.ones((1, 6, 6, 8), "float32")
     w = np.ones((3, 3, 2, 8), "float32")
@@ -230,7 +231,8 @@ def _xla_calls(fusion_on: bool) -> int:
     """XLA-compiled function calls in the traced gradient of a GELU + grouped WS conv."""
     import tensorflow as tf
 
-    from keras_nfnet.layers import ScaledActivation, WSConv2D, fusion
+    from keras_nfnet.fast import fusion
+    from keras_nfnet.layers import ScaledActivation, WSConv2D
 
     act, conv = ScaledActivation("gelu", scale=0.5), WSConv2D(8, 3, groups=2)
     x = tf.random.stateless_normal((2, 6, 6, 4), seed=(0, 1))
@@ -264,7 +266,8 @@ def _backward_consumers_of_residual(fusion_on: bool) -> list[str]:
     """Backward-pass ops reading a block's residual branch (SE, then stochastic depth)."""
     import tensorflow as tf
 
-    from keras_nfnet.layers import SkipGain, SqueezeExcite, StochDepth, WSConv2D, fusion
+    from keras_nfnet.fast import fusion
+    from keras_nfnet.layers import SkipGain, SqueezeExcite, StochDepth, WSConv2D
 
     conv, se = WSConv2D(8, 1), SqueezeExcite(4, gate_multiplier=2.0)
     drop, merge = StochDepth(0.5, seed=1), SkipGain(alpha=0.2)
@@ -299,7 +302,7 @@ def test_tf_skip_gain_gradient_recomputes_the_residual_instead_of_keeping_it():
 def test_tf_pointwise_conv_is_a_matmul_on_cpu():
     import tensorflow as tf
 
-    from keras_nfnet.layers.conv_ops import conv2d
+    from keras_nfnet.fast.conv_ops import conv2d
 
     graph = (
         tf.function(conv2d)

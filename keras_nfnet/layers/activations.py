@@ -13,8 +13,8 @@ from collections.abc import Callable
 import keras
 from keras import ops
 
-from keras_nfnet.layers.fusion import fused
-from keras_nfnet.layers.registry import register
+from keras_nfnet.fast import fused
+from keras_nfnet.registry import register
 
 # docs/nfnet_reference.md §5: DeepMind's `base.nonlinearities`, copied verbatim. "identity" has
 # none.
@@ -90,7 +90,7 @@ def scaled_activation(
 ):
     """Apply ``g(x) * gamma * scale`` for a named activation of §5 (one multiply).
 
-    On the TF backend the chain runs as one fused kernel (`keras_nfnet.layers.fusion`).
+    On the TF backend the chain runs as one fused kernel (`keras_nfnet.fast.fusion`).
 
     Args:
         x: tensor.
@@ -98,7 +98,7 @@ def scaled_activation(
         gelu_approximate: GELU form. ``True`` is the tanh approximation the DeepMind weights were
             trained with; ``False`` is the exact erf form timm's ``dm_nfnet_*`` models run.
         scale: a constant folded into gamma (an NF block's beta); ignored for ``"identity"``.
-        fuse: run as one fused kernel on the TF backend (`keras_nfnet.layers.fusion`); ``False``
+        fuse: run as one fused kernel on the TF backend (`keras_nfnet.fast.fusion`); ``False``
             emits plain TF ops (what exporters such as tf2onnx need).
 
     Example:

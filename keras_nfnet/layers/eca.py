@@ -6,7 +6,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_nfnet.layers.registry import register
+from keras_nfnet.registry import register
 
 
 @register

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import keras
 
-from keras_nfnet.layers.fusion import recomputing
-from keras_nfnet.layers.registry import register
+from keras_nfnet.fast import recomputing
+from keras_nfnet.registry import register
 
 
 @register

@@ -7,8 +7,8 @@ import math
 import keras
 from keras import ops
 
-from keras_nfnet.layers.fusion import remember
-from keras_nfnet.layers.registry import register
+from keras_nfnet.fast import remember
+from keras_nfnet.registry import register
 
 
 @register

@@ -7,9 +7,8 @@ import math
 import keras
 from keras import ops
 
-from keras_nfnet.layers.conv_ops import conv2d
-from keras_nfnet.layers.fusion import fused_weight
-from keras_nfnet.layers.registry import register
+from keras_nfnet.fast import conv2d, fused_weight
+from keras_nfnet.registry import register
 
 STANDARDIZATIONS = ("deepmind", "timm")
 

@@ -47,7 +47,7 @@ import functools
 import keras
 from keras import ops
 
-from keras_nfnet.layers.registry import register
+from keras_nfnet.registry import register
 
 
 def conv2d(inputs, kernel, strides=(1, 1), padding="same", dilation_rate=(1, 1), bias=None):
