@@ -392,16 +392,14 @@ def fetch(url: str, path: str | os.PathLike, timeouts: tuple[float, float] | Non
 
 def offline_routes(name: str, source: str) -> str:
     """What to do when the weights cannot be downloaded (named in every download error)."""
+    row = name if name in PRETRAINED_MODELS else dm_nfnet_name(name)
     return (
-        f"Offline, download {registry_entry(name)[1].urls[source]} elsewhere and either "
-        + (
-            f"pass weights='FILE.safetensors' to create_model({name!r}); "
-            if name in PRETRAINED_MODELS
-            else f"convert it: python -m keras_nfnet.convert --source {source} --variant {name} "
-            f"FILE nfnet_{name.lower()}.weights.h5, then pass "
-            f"weights='nfnet_{name.lower()}.weights.h5'; "
-        )
-        + f"or copy it to {os.path.join(cache_dir(), 'models', _download_name(name, source))}."
+        f"Offline, download {registry_entry(name)[1].urls[source]} elsewhere and either pass "
+        f"it as weights='FILE' to create_model({row!r}) (it is converted and checked on the "
+        f"fly), or convert it once: python -m keras_nfnet.convert --source {source} --variant "
+        f"{row if name in PRETRAINED_MODELS else name} FILE {row}.weights.h5 and pass "
+        f"weights='{row}.weights.h5'; or copy it to "
+        f"{os.path.join(cache_dir(), 'models', _download_name(name, source))}."
     )
 
 

@@ -197,3 +197,15 @@ def test_finetune_init_checkpoint_imagenet_copies_the_pretrained_backbone(
         np.testing.assert_array_equal(got, want)  # the new head keeps its initialization
     with pytest.raises(ValueError, match=r"'imagenet' or an existing \.keras"):
         load_backbone(model, "missing.weights.h5")
+
+
+def test_weights_a_timm_safetensors_file_loads_into_a_deepmind_row_directly(tiny_files, tmp_path):
+    # The first offline route the download error names: weights='FILE' with the hub file.
+    data, ref = tiny_files
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(data)
+    model = NFNet(
+        TINY_VARIANT, weights=str(path), classes=10, numerics="timm", classifier_activation=None
+    )
+    logits = np.asarray(model(ref["x64"], training=False))
+    assert relative_error(logits, ref["logits64"]) < 1e-4
