@@ -23,10 +23,8 @@ from keras_nfnet.architecture.rows import (
     NFRegNetVariant,
     get_nf_regnet_variant,
 )
-from keras_nfnet.architecture.spec import NFBlockPlan, count_normfree_params, normfree_plan
-from keras_nfnet.layers.stoch_depth import check_rate
 from keras_nfnet.models.common import refuse_imagenet
-from keras_nfnet.models.normfree import NormFreeNet, row_builder
+from keras_nfnet.models.normfree import NormFreeNet, family_functions, row_builder
 
 __all__ = [
     "NF_REGNET_VARIANTS",
@@ -38,34 +36,9 @@ __all__ = [
 ]
 
 
-def nf_regnet_plan(
-    variant: str | NFRegNetVariant, stochdepth_rate: float | None = None
-) -> list[NFBlockPlan]:
-    """Per-block plan of an NF-RegNet (§10): the single source of its shapes, beta and rates.
-
-    ``width`` is the expanded width: ``int(in_channels * expansion)`` (expansion 1 for the
-    network's first block) rounded down to a multiple of the group size; ``se_hidden`` is
-    ``int(width * se_ratio)``. The first block of every stage has stride 2.
-
-    Example:
-    >>> plan = nf_regnet_plan("B0")
-    >>> [(p.in_channels, p.width, p.groups, p.out_channels) for p in plan[:2]]
-    [(36, 32, 4, 36), (36, 80, 10, 78)]
-    """
-    rate = None if stochdepth_rate is None else check_rate(stochdepth_rate)
-    return normfree_plan(get_nf_regnet_variant(variant).spec(), rate)
-
-
-def count_nf_regnet_params(
-    variant: str | NFRegNetVariant, classes: int = 1000, include_top: bool = True
-) -> int:
-    """Exact parameter count of an NF-RegNet, from `nf_regnet_plan`, without allocating weights.
-
-    Example:
-    >>> count_nf_regnet_params("B0")
-    8595372
-    """
-    return count_normfree_params(get_nf_regnet_variant(variant).spec(), classes, include_top)
+nf_regnet_plan, count_nf_regnet_params = family_functions(
+    get_nf_regnet_variant, "NF-RegNet", "nf_regnet"
+)
 
 
 def NFRegNet(variant: str | NFRegNetVariant = "B0", **kwargs) -> AGCModel:

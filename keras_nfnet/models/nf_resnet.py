@@ -24,10 +24,8 @@ from keras_nfnet.architecture.rows import (
     NFResNetVariant,
     get_nf_resnet_variant,
 )
-from keras_nfnet.architecture.spec import NFBlockPlan, count_normfree_params, normfree_plan
-from keras_nfnet.layers.stoch_depth import check_rate
 from keras_nfnet.models.common import refuse_imagenet
-from keras_nfnet.models.normfree import NormFreeNet, row_builder
+from keras_nfnet.models.normfree import NormFreeNet, family_functions, row_builder
 
 __all__ = [
     "BASE_WIDTHS",
@@ -40,38 +38,9 @@ __all__ = [
 ]
 
 
-def nf_resnet_plan(
-    variant: str | int | NFResNetVariant,
-    stochdepth_rate: float | None = None,
-    use_se: bool = False,
-) -> list[NFBlockPlan]:
-    """Per-block plan of an NF-ResNet (§9): the single source of its shapes, beta and rates.
-
-    ``se_hidden`` is 0 when SE is off. The 3x3 convs are ungrouped (``groups = 1``).
-
-    Example:
-    >>> plan = nf_resnet_plan("50")
-    >>> len(plan), plan[3].name, plan[3].stride, plan[3].width, round(plan[3].beta, 5)
-    (16, 'stage1_block0', 2, 128, 0.94491)
-    """
-    rate = None if stochdepth_rate is None else check_rate(stochdepth_rate)
-    return normfree_plan(get_nf_resnet_variant(variant).spec(use_se), rate)
-
-
-def count_nf_resnet_params(
-    variant: str | int | NFResNetVariant,
-    classes: int = 1000,
-    include_top: bool = True,
-    use_se: bool = False,
-) -> int:
-    """Exact parameter count of an NF-ResNet, from `nf_resnet_plan`, without allocating weights.
-
-    Example:
-    >>> count_nf_resnet_params("50"), count_nf_resnet_params("50", use_se=True)
-    (25557048, 35635704)
-    """
-    spec = get_nf_resnet_variant(variant).spec(use_se)
-    return count_normfree_params(spec, classes, include_top)
+nf_resnet_plan, count_nf_resnet_params = family_functions(
+    get_nf_resnet_variant, "NF-ResNet", "nf_resnet"
+)
 
 
 def NFResNet(

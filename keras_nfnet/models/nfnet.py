@@ -22,9 +22,8 @@ from keras_nfnet.architecture.rows import (
     NFNetVariant,
     get_variant,
 )
-from keras_nfnet.architecture.spec import NFBlockPlan, count_normfree_params, normfree_plan
-from keras_nfnet.layers.stoch_depth import check_rate
-from keras_nfnet.models.normfree import NormFreeNet, row_builder
+from keras_nfnet.architecture.spec import NFBlockPlan
+from keras_nfnet.models.normfree import NormFreeNet, family_functions, row_builder
 
 NUMERICS = ("deepmind", "timm")
 BlockPlan = NFBlockPlan  # the per-block settings, shared by every family
@@ -42,30 +41,7 @@ __all__ = [
 ]
 
 
-def nfnet_plan(
-    variant: str | NFNetVariant, stochdepth_rate: float | None = None
-) -> list[NFBlockPlan]:
-    """Per-block plan of a variant: the single source of the block shapes, beta and rates.
-
-    Example:
-    >>> plan = nfnet_plan("F0")
-    >>> len(plan), plan[3].name, plan[3].groups, round(plan[3].beta, 5)
-    (12, 'stage2_block0', 6, 0.96225)
-    """
-    rate = None if stochdepth_rate is None else check_rate(stochdepth_rate)
-    return normfree_plan(get_variant(variant).spec(), rate)
-
-
-def count_nfnet_params(
-    variant: str | NFNetVariant, classes: int = 1000, include_top: bool = True
-) -> int:
-    """Exact parameter count of a variant, from `nfnet_plan`, without allocating weights.
-
-    Example:
-    >>> count_nfnet_params("F0")
-    71489284
-    """
-    return count_normfree_params(get_variant(variant).spec(), classes, include_top)
+nfnet_plan, count_nfnet_params = family_functions(get_variant, "NFNet-F", "nfnet")
 
 
 def NFNet(variant: str | NFNetVariant = "F0", numerics: str = "deepmind", **kwargs) -> AGCModel:

@@ -267,6 +267,32 @@ def NormFreeNet(
     )
 
 
+def family_functions(get_variant, title: str, prefix: str):
+    """``(plan, count)`` of a DeepMind variant table: `normfree_plan` and
+    `count_normfree_params` of ``get_variant(variant).spec(**spec_args)`` (``use_se`` … for
+    NF-ResNets), the one source of every family's block shapes and parameter counts, named
+    ``{prefix}_plan`` and ``count_{prefix}_params``."""
+
+    def plan(variant, stochdepth_rate: float | None = None, **spec_args) -> list[NFBlockPlan]:
+        rate = None if stochdepth_rate is None else check_rate(stochdepth_rate)
+        return normfree_plan(get_variant(variant).spec(**spec_args), rate)
+
+    def count(variant, classes: int = 1000, include_top: bool = True, **spec_args) -> int:
+        return count_normfree_params(get_variant(variant).spec(**spec_args), classes, include_top)
+
+    plan.__doc__ = (
+        f"Per-block plan of an {title} variant (`normfree_plan` of its spec): the single source "
+        "of its block shapes, beta and stochastic-depth rates."
+    )
+    count.__doc__ = (
+        f"Exact parameter count of an {title} variant (`count_normfree_params` of its spec), "
+        "without allocating weights."
+    )
+    plan.__name__ = plan.__qualname__ = f"{prefix}_plan"
+    count.__name__ = count.__qualname__ = f"count_{prefix}_params"
+    return plan, count
+
+
 def row_builder(family, variant, public_name: str, title: str, spec: NFSpec, family_name: str):
     """The keras.applications-style function of one table row, its docstring made from the
     row's spec (`keras_nfnet.models.common.variant_builder`)."""

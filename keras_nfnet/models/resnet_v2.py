@@ -144,7 +144,7 @@ def ResNetV2(
     """
     v = get_nf_resnet_variant(variant)
     _check_normalization(normalization)
-    plan = nf_resnet_plan(v, check_rate(stochdepth_rate), use_se)
+    plan = nf_resnet_plan(v, check_rate(stochdepth_rate), use_se=use_se)
     conv = _Convs(kernel_initializer, use_bias=normalization == "none")
 
     def body(inputs):
