@@ -1,4 +1,5 @@
-"""`AGCModel`: a Functional `keras.Model` whose `train_step` applies Adaptive Gradient Clipping.
+"""`AGCTrainStep`: the Adaptive Gradient Clipping train step for any `keras.Model` subclass, and
+`AGCModel`, the Functional model with it.
 
 The step follows docs/nfnet_reference.md §13.4-§13.5 on every backend:
 
@@ -47,34 +48,28 @@ def _first_batch_size(x):
     return ops.shape(next(i for i in keras.tree.flatten(x) if i is not None))[0]
 
 
-@register
-class AGCModel(keras.Model):
-    """A Functional model trained with Adaptive Gradient Clipping in its `train_step`.
+class AGCTrainStep:
+    """Mixin: a `keras.Model` subclass whose `train_step` applies Adaptive Gradient Clipping.
 
-    Build it like `keras.Model(inputs, outputs)`; `keras_nfnet.NFNet` returns one. AGC is
-    configured in `compile`:
-
-    * ``agc_clipping``: lambda (default 0.01, DeepMind's value at batch 4096 with SGD; see the
-      README for other batch sizes and optimizers). ``None`` turns AGC off.
-    * ``agc_eps``: the floor on parameter norms (default 1e-3).
-    * ``agc_exclude``: regular expressions searched in ``variable.path``; matching variables are
-      not clipped. ``None`` (default): the classifier kernel ``predictions/kernel`` only, as
-      DeepMind does (docs/nfnet_reference.md §13.3; no error when the model has no such layer).
-    * ``l2_weight_decay``: coupled L2 added to the gradient after AGC, skipping gains, biases and
-      skip gains (`keras_nfnet.agc.decay_exempt`). Keras' decoupled ``weight_decay=`` on the
-      optimizer stays available.
-
-    `fit` logs ``agc_clip_fraction``, the fraction of clipped units in the last step.
+    Put it before the Keras base: ``class MyModel(AGCTrainStep, keras.Model)`` (or a keras-hub
+    task), and `compile` takes the AGC settings of `AGCModel`, which is this mixin on a
+    Functional model. The step is the one documented in this module, on every backend. Build a
+    subclassed model before `fit` (a Functional one is built already): the optimizer is built
+    for the model's variables before the first step.
 
     Example:
     >>> import numpy as np, keras
-    >>> from keras_nfnet import AGCModel
-    >>> inputs = keras.Input((4,))
-    >>> outputs = keras.layers.Dense(3, name="predictions")(keras.layers.Dense(8)(inputs))
-    >>> model = AGCModel(inputs, outputs)
+    >>> class Tiny(AGCTrainStep, keras.Model):
+    ...     def __init__(self, **kwargs):
+    ...         super().__init__(**kwargs)
+    ...         self.dense = keras.layers.Dense(3, name="predictions")
+    ...     def call(self, x):
+    ...         return self.dense(x)
+    >>> model = Tiny()
+    >>> _ = model(np.ones((1, 4)))  # builds its variables
     >>> model.compile(optimizer="sgd", loss="mse", agc_clipping=0.01)
-    >>> history = model.fit(np.ones((8, 4)), np.zeros((8, 3)), epochs=1, verbose=0)
-    >>> 0.0 < history.history["agc_clip_fraction"][0] <= 1.0
+    >>> history = model.fit(np.ones((8, 4)), np.ones((8, 3)), epochs=1, verbose=0)
+    >>> "agc_clip_fraction" in history.history
     True
     """
 
@@ -387,3 +382,35 @@ class AGCModel(keras.Model):
         import tensorflow as tf
 
         return distribute_compat.fix_step_logs(logs, tf.distribute.get_strategy())
+
+
+@register
+class AGCModel(AGCTrainStep, keras.Model):
+    """A Functional model trained with Adaptive Gradient Clipping in its `train_step`.
+
+    Build it like `keras.Model(inputs, outputs)`; `keras_nfnet.NFNet` returns one. AGC is
+    configured in `compile`:
+
+    * ``agc_clipping``: lambda (default 0.01, DeepMind's value at batch 4096 with SGD; see the
+      README for other batch sizes and optimizers). ``None`` turns AGC off.
+    * ``agc_eps``: the floor on parameter norms (default 1e-3).
+    * ``agc_exclude``: regular expressions searched in ``variable.path``; matching variables are
+      not clipped. ``None`` (default): the classifier kernel ``predictions/kernel`` only, as
+      DeepMind does (docs/nfnet_reference.md §13.3; no error when the model has no such layer).
+    * ``l2_weight_decay``: coupled L2 added to the gradient after AGC, skipping gains, biases and
+      skip gains (`keras_nfnet.agc.decay_exempt`). Keras' decoupled ``weight_decay=`` on the
+      optimizer stays available.
+
+    `fit` logs ``agc_clip_fraction``, the fraction of clipped units in the last step.
+
+    Example:
+    >>> import numpy as np, keras
+    >>> from keras_nfnet import AGCModel
+    >>> inputs = keras.Input((4,))
+    >>> outputs = keras.layers.Dense(3, name="predictions")(keras.layers.Dense(8)(inputs))
+    >>> model = AGCModel(inputs, outputs)
+    >>> model.compile(optimizer="sgd", loss="mse", agc_clipping=0.01)
+    >>> history = model.fit(np.ones((8, 4)), np.zeros((8, 3)), epochs=1, verbose=0)
+    >>> 0.0 < history.history["agc_clip_fraction"][0] <= 1.0
+    True
+    """
