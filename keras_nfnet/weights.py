@@ -65,8 +65,6 @@ from keras_nfnet.convert.checkpoint import (
     read_checkpoint,
     save_weights_atomic,
 )
-from keras_nfnet.convert.normfree_map import normfree_weight_map
-from keras_nfnet.convert.timm import load_timm_entries, read_safetensors
 
 HF_URL = "https://huggingface.co/timm/{repo}/resolve/{revision}/model.safetensors"
 DEEPMIND_URL = "https://storage.googleapis.com/dm-nfnets/{V}_haiku.npz"
@@ -225,13 +223,18 @@ def check_pretrained(
 ) -> tuple[str, PretrainedCheckpoint]:
     """Validate ``weights="imagenet"`` against the other builder arguments (before building)."""
     name, entry = find_checkpoint(variant)
+    _check_classes(entry, include_top, classes)
+    return name, entry
+
+
+def _check_classes(entry: PretrainedCheckpoint, include_top: bool, classes: int) -> None:
+    """``include_top=True`` needs the published classifier's width."""
     if include_top and classes != entry.classes:
         raise ValueError(
             f"weights='imagenet' with include_top=True needs classes={entry.classes} (the "
             f"published classifier). Received: classes={classes}. Use include_top=False for "
             "another number of classes."
         )
-    return name, entry
 
 
 def checkpoint_sha256(name: str, source: str = "timm") -> str | None:
@@ -397,7 +400,7 @@ def offline_routes(name: str, source: str) -> str:
         f"Offline, download {registry_entry(name)[1].urls[source]} elsewhere and either pass "
         f"it as weights='FILE' to create_model({row!r}) (it is converted and checked on the "
         f"fly), or convert it once: python -m keras_nfnet.convert --source {source} --variant "
-        f"{row if name in PRETRAINED_MODELS else name} FILE {row}.weights.h5 and pass "
+        f"{row} FILE {row}.weights.h5 and pass "
         f"weights='{row}.weights.h5'; or copy it to "
         f"{os.path.join(cache_dir(), 'models', _download_name(name, source))}."
     )
@@ -500,13 +503,7 @@ def check_pretrained_model(name, include_top: bool, classes: int) -> None:
             f"{', '.join(PRETRAINED_MODELS)} (and the DeepMind rows dm_nfnet_f0 ... "
             "dm_nfnet_f6); use weights=None or a weights file."
         )
-    entry = PRETRAINED_MODELS[name]
-    if include_top and classes != entry.classes:
-        raise ValueError(
-            f"weights='imagenet' with include_top=True needs classes={entry.classes} (the "
-            f"published classifier). Received: classes={classes}. Use include_top=False for "
-            "another number of classes."
-        )
+    _check_classes(PRETRAINED_MODELS[name], include_top, classes)
 
 
 def load_pretrained_model(model: keras.Model, name, include_top: bool = True) -> str:
@@ -524,8 +521,8 @@ def load_pretrained_model(model: keras.Model, name, include_top: bool = True) ->
         return load_pretrained_weights(model, variant, include_top=include_top)
 
     def fill(path: str) -> None:
-        entries = normfree_weight_map(get_spec(name), include_top=include_top)
-        load_timm_entries(model, read_safetensors(path), entries)
+        arrays = read_checkpoint("timm", path)
+        load_checkpoint_arrays(model, arrays, "timm", name, include_top=include_top)
 
     return _load_through_cache(model, name, "timm", include_top, fill)
 

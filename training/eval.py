@@ -27,7 +27,7 @@ import keras
 import numpy as np
 
 from keras_nfnet.models import NFNET_VARIANTS
-from keras_nfnet.models.nfnet import NFNet, get_variant
+from keras_nfnet.models.nfnet import NUMERICS, NFNet, get_variant
 from training.configs import DataConfig
 from training.data import SOURCES, eval_dataset, make_source
 
@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--numerics",
         default="deepmind",
-        choices=("deepmind", "timm"),
+        choices=NUMERICS,
         help="'deepmind' (tanh GELU, max(n var, 1e-4): what the DeepMind weights were trained "
         "with) or 'timm' (exact GELU, var + 1e-5: reproduces timm's dm_nfnet outputs) "
         "(default: %(default)s)",

@@ -35,30 +35,41 @@ def imagenet_recipe(variant: str) -> ExperimentConfig:
     row = NFNET_VARIANTS[variant]
     return ExperimentConfig(
         model=ModelConfig(variant=variant, num_classes=1000),
-        train_data=DataConfig(
-            source="tfds",
-            name="imagenet2012",
-            split="train",
-            image_size=row.train_size,
-            global_batch_size=4096,
-            randaugment=row.randaugment,
-        ),
-        eval_data=DataConfig(
-            source="tfds",
-            name="imagenet2012",
-            split="validation",
-            image_size=row.test_size,
-            global_batch_size=50,
-            eval_transform="resize_crop_32",
-        ),
+        **_imagenet_data(row.train_size, row.test_size, 4096, randaugment=row.randaugment),
         optimizer=OptimizerConfig(),
-        trainer=TrainerConfig(
-            train_epochs=360.0,
-            num_train_examples=IMAGENET_TRAIN_EXAMPLES,
-            steps_per_loop=1000,
-            validation_interval=10,
-        ),
+        trainer=_imagenet_trainer(360.0),
         runtime=RuntimeConfig(),
+    )
+
+
+def _imagenet_data(
+    train_size: int, test_size: int, batch: int, eval_transform: str = "resize_crop_32", **train
+) -> dict:
+    """``train_data`` / ``eval_data`` of an ImageNet recipe (TFDS ``imagenet2012``; evaluation
+    in batches of 50)."""
+    data = {"source": "tfds", "name": "imagenet2012"}
+    return {
+        "train_data": DataConfig(
+            **data, split="train", image_size=train_size, global_batch_size=batch, **train
+        ),
+        "eval_data": DataConfig(
+            **data,
+            split="validation",
+            image_size=test_size,
+            global_batch_size=50,
+            eval_transform=eval_transform,
+        ),
+    }
+
+
+def _imagenet_trainer(epochs: float, **kwargs) -> TrainerConfig:
+    """Loops of 1000 steps, an evaluation every 10 loops, over the 1,281,167 ImageNet images."""
+    return TrainerConfig(
+        train_epochs=epochs,
+        num_train_examples=IMAGENET_TRAIN_EXAMPLES,
+        steps_per_loop=1000,
+        validation_interval=10,
+        **kwargs,
     )
 
 
@@ -71,33 +82,6 @@ for _variant in ("F0", "F1", "F2", "F3", "F4", "F5", "F6", "F7"):
     _register_imagenet(_variant)
 
 
-def _imagenet_data(
-    train_size: int, test_size: int, batch: int, eval_transform: str = "resize_crop_32", **train
-) -> dict:
-    return {
-        "train_data": DataConfig(
-            source="tfds",
-            name="imagenet2012",
-            split="train",
-            image_size=train_size,
-            global_batch_size=batch,
-            **train,
-        ),
-        "eval_data": DataConfig(
-            source="tfds",
-            name="imagenet2012",
-            split="validation",
-            image_size=test_size,
-            global_batch_size=50,
-            random_crop=False,
-            random_flip=False,
-            mixup_cutmix=False,
-            randaugment=None,
-            eval_transform=eval_transform,
-        ),
-    }
-
-
 @register_experiment("nf_resnet50_imagenet")
 def nf_resnet50_imagenet() -> ExperimentConfig:
     """DeepMind's base experiment (``experiment.py``, §14.8) with the NF-ResNet-50: batch 1024,
@@ -108,13 +92,7 @@ def nf_resnet50_imagenet() -> ExperimentConfig:
         model=ModelConfig(name="dm_nf_resnet50", num_classes=1000),
         **_imagenet_data(224, 224, 1024, "crop_resize", mixup_cutmix=False, randaugment=None),
         optimizer=OptimizerConfig(weight_decay=1e-4, agc_clipping=None, ema_decay=None),
-        trainer=TrainerConfig(
-            train_epochs=90.0,
-            num_train_examples=IMAGENET_TRAIN_EXAMPLES,
-            steps_per_loop=1000,
-            validation_interval=10,
-            precision="float32",
-        ),
+        trainer=_imagenet_trainer(90.0, precision="float32"),
         runtime=RuntimeConfig(),
     )
 
@@ -138,13 +116,7 @@ def nf_regnet_b0_imagenet() -> ExperimentConfig:
             agc_clipping=None,
             ema_decay=0.99999,
         ),
-        trainer=TrainerConfig(
-            train_epochs=360.0,
-            num_train_examples=IMAGENET_TRAIN_EXAMPLES,
-            steps_per_loop=1000,
-            validation_interval=10,
-            precision="float32",
-        ),
+        trainer=_imagenet_trainer(360.0, precision="float32"),
         runtime=RuntimeConfig(),
     )
 

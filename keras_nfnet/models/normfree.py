@@ -222,7 +222,8 @@ def NormFreeNet(
     check_activation(spec.activation)
     if stochdepth_rate is not None:
         stochdepth_rate = check_rate(stochdepth_rate)
-    key = row_name or pretrained.registered_key(spec)  # what weights="imagenet" serves
+    # What weights="imagenet" serves: the row by name, else the registry entry the spec equals.
+    key = (row_name or pretrained.registered_key(spec)) if weights == "imagenet" else None
 
     def check_weights(weights, include_top, classes):
         if weights == "imagenet":
