@@ -181,7 +181,7 @@ def test_pin_sha256_validates_and_pins(monkeypatch):
 def test_finetune_init_checkpoint_imagenet_copies_the_pretrained_backbone(
     server, registry, tiny_files
 ):
-    from training.runner import load_backbone
+    from training.task import load_backbone
 
     data, _ = tiny_files
     server.files[registry()] = data

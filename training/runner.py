@@ -66,11 +66,7 @@ from training.configs import (
 from training.curves import plot_curves
 from training.schedule import make_schedule
 from training.strategy import distribute_datasets, is_chief, make_strategy
-from training.task import (  # load_backbone: re-exported
-    build_model,
-    load_backbone,  # noqa: F401
-    model_spec,
-)
+from training.task import build_model, model_spec
 
 MODES = ("train", "eval", "train_and_eval")
 
