@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 
@@ -215,28 +216,48 @@ def check_agc_args(clipping, eps) -> None:
         )
 
 
-def clip_gradients_with_stats(
+def clip_gradients(
     grads: Sequence,
     variables: Sequence,
     clipping: float = DEFAULT_CLIPPING,
     eps: float = DEFAULT_EPS,
     exclude: Sequence[str] = DEFAULT_EXCLUDE,
+    *,
     norm=unitwise_norm,
     values: Sequence | None = None,
+    return_stats: bool = False,
 ):
-    """`clip_gradients` that also returns ``(n_clipped_units, n_units)``: the one AGC loop, which
-    `keras_nfnet.agc_model.AGCModel`'s train step runs too.
+    """Adaptive Gradient Clipping of a list of gradients (docs/nfnet_reference.md §13.2): the one
+    AGC loop, which `keras_nfnet.agc_model.AGCModel`'s train step runs too.
 
-    ``n_clipped_units`` is a float32 scalar tensor; ``n_units`` an int, counting the units of the
-    clipped tensors. Not clipped: None gradients, variables matching ``exclude``, and variables
-    whose "gradient" is a new value (``overwrite_with_gradient``, e.g. float8 scales). ``values``
-    are the parameters to measure when they differ from ``variables`` (a stateless step's
-    values); ``norm`` the unit-wise norm (`unitwise_norm` or a fused equivalent).
+    Not clipped: None gradients (they pass through), variables matching ``exclude``, and
+    variables whose "gradient" is a new value (``overwrite_with_gradient``, e.g. float8 scales).
+
+    Args:
+        grads: gradients, one per variable; None entries pass through unchanged.
+        variables: the parameters the gradients belong to (Keras variables or tensors), measured
+            as they are now (AGC compares the gradient with the **current** parameter).
+        clipping: lambda, the maximum ratio of unit gradient norm to unit parameter norm.
+        eps: the floor on the parameter norm (so zero-initialized gains/biases can move).
+        exclude: regular expressions searched in ``variable.path``; matching variables are not
+            clipped. Default: the classifier kernel ``predictions/kernel`` only (§13.3).
+        norm: the unit-wise norm (`unitwise_norm` or a fused equivalent).
+        values: the parameters to measure when they differ from ``variables`` (a stateless
+            step's values).
+        return_stats: also return ``n_clipped_units`` (a float32 scalar tensor) and ``n_units``
+            (an int, counting the units of the clipped tensors).
+
+    Returns:
+        The list of clipped gradients, or ``(clipped, n_clipped_units, n_units)``.
 
     Example:
     >>> import numpy as np
-    >>> _, n, total = clip_gradients_with_stats([np.ones((2, 3), "float32")],
-    ...                                         [np.ones((2, 3), "float32")])
+    >>> out = clip_gradients([None, np.full((3,), 10.0, "float32")],
+    ...                      [np.ones(2, "float32"), np.ones(3, "float32")], clipping=0.1)
+    >>> out[0] is None, round(float(np.linalg.norm(np.asarray(out[1]))), 4)
+    (True, 0.1732)
+    >>> _, n, total = clip_gradients([np.ones((2, 3), "float32")], [np.ones((2, 3), "float32")],
+    ...                              return_stats=True)
     >>> float(n), total
     (3.0, 3)
     """
@@ -256,38 +277,11 @@ def clip_gradients_with_stats(
         clipped.append(g)
         n_clipped = n_clipped + n
         n_units += units
-    return clipped, n_clipped, n_units
+    return (clipped, n_clipped, n_units) if return_stats else clipped
 
 
-def clip_gradients(
-    grads: Sequence,
-    variables: Sequence,
-    clipping: float = DEFAULT_CLIPPING,
-    eps: float = DEFAULT_EPS,
-    exclude: Sequence[str] = DEFAULT_EXCLUDE,
-) -> list:
-    """Adaptive Gradient Clipping of a list of gradients (docs/nfnet_reference.md §13.2).
-
-    Args:
-        grads: gradients, one per variable; None entries pass through unchanged.
-        variables: the parameters the gradients belong to (Keras variables or tensors), measured
-            as they are now (AGC compares the gradient with the **current** parameter).
-        clipping: lambda, the maximum ratio of unit gradient norm to unit parameter norm.
-        eps: the floor on the parameter norm (so zero-initialized gains/biases can move).
-        exclude: regular expressions searched in ``variable.path``; matching variables are not
-            clipped. Default: the classifier kernel ``predictions/kernel`` only (§13.3).
-
-    Returns:
-        The list of clipped gradients.
-
-    Example:
-    >>> import numpy as np
-    >>> out = clip_gradients([None, np.full((3,), 10.0, "float32")],
-    ...                      [np.ones(2, "float32"), np.ones(3, "float32")], clipping=0.1)
-    >>> out[0] is None, round(float(np.linalg.norm(np.asarray(out[1]))), 4)
-    (True, 0.1732)
-    """
-    return clip_gradients_with_stats(grads, variables, clipping, eps, exclude)[0]
+# `clip_gradients` that also returns ``(n_clipped_units, n_units)``.
+clip_gradients_with_stats = functools.partial(clip_gradients, return_stats=True)
 
 
 def decay_exempt(variable) -> bool:

@@ -188,7 +188,7 @@ class AGCTrainStep:
                 self._agc_exclude_checked = True
             exclude = DEFAULT_EXCLUDE if self.agc_exclude is None else self.agc_exclude
             grads, n_clipped, n_units = clip_gradients_with_stats(
-                grads, variables, self.agc_clipping, self.agc_eps, exclude, norm, values
+                grads, variables, self.agc_clipping, self.agc_eps, exclude, norm=norm, values=values
             )
             fraction = n_clipped / max(n_units, 1)
         if self.l2_weight_decay > 0:

@@ -246,17 +246,22 @@ NFNET_VARIANTS.update(
 )
 
 
+def _lookup(table: dict, variant, family: str, key: str):
+    """``table[key]`` for a variant name, or the variant itself if it is already a row."""
+    row_type = type(next(iter(table.values())))
+    if isinstance(variant, row_type):
+        return variant
+    if key not in table:
+        raise ValueError(
+            f"Unknown {family} variant {variant!r}. Accepted: {', '.join(table)}, "
+            f"or an {row_type.__name__}."
+        )
+    return table[key]
+
+
 def get_variant(variant: str | NFNetVariant) -> NFNetVariant:
     """Look up a variant by name (``"F0"``…``"F7"``, ``"F0+"``…``"F7+"``) or pass one through."""
-    if isinstance(variant, NFNetVariant):
-        return variant
-    key = str(variant).upper()
-    if key not in NFNET_VARIANTS:
-        raise ValueError(
-            f"Unknown NFNet variant {variant!r}. Accepted: {', '.join(NFNET_VARIANTS)}, "
-            "or an NFNetVariant."
-        )
-    return NFNET_VARIANTS[key]
+    return _lookup(NFNET_VARIANTS, variant, "NFNet", str(variant).upper())
 
 
 BASE_WIDTHS = (64, 128, 256, 512)
@@ -329,15 +334,7 @@ NF_RESNET_VARIANTS: dict[str, NFResNetVariant] = {
 
 def get_nf_resnet_variant(variant: str | int | NFResNetVariant) -> NFResNetVariant:
     """Look up a variant by depth (``50``, ``"50"``…) or pass an `NFResNetVariant` through."""
-    if isinstance(variant, NFResNetVariant):
-        return variant
-    key = str(variant)
-    if key not in NF_RESNET_VARIANTS:
-        raise ValueError(
-            f"Unknown NF-ResNet variant {variant!r}. Accepted: {', '.join(NF_RESNET_VARIANTS)} "
-            "(the depth), or an NFResNetVariant."
-        )
-    return NF_RESNET_VARIANTS[key]
+    return _lookup(NF_RESNET_VARIANTS, variant, "NF-ResNet", str(variant))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -412,15 +409,7 @@ NF_REGNET_VARIANTS: dict[str, NFRegNetVariant] = {
 
 def get_nf_regnet_variant(variant: str | NFRegNetVariant) -> NFRegNetVariant:
     """Look up a variant by name (``"B0"``…``"B8"``) or pass an `NFRegNetVariant` through."""
-    if isinstance(variant, NFRegNetVariant):
-        return variant
-    key = str(variant).upper()
-    if key not in NF_REGNET_VARIANTS:
-        raise ValueError(
-            f"Unknown NF-RegNet variant {variant!r}. Accepted: {', '.join(NF_REGNET_VARIANTS)}, "
-            "or an NFRegNetVariant."
-        )
-    return NF_REGNET_VARIANTS[key]
+    return _lookup(NF_REGNET_VARIANTS, variant, "NF-RegNet", str(variant).upper())
 
 
 def dm_nfnet_name(variant: str) -> str:

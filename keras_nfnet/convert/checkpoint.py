@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from keras_nfnet.atomic import atomic_path
+from keras_nfnet.checks import check_choice
 from keras_nfnet.convert.deepmind import read_deepmind
 from keras_nfnet.convert.deepmind_layout import expected_deepmind_shapes, load_deepmind_arrays
 from keras_nfnet.convert.timm import load_timm_arrays, read_safetensors
@@ -25,11 +26,7 @@ _HEAD_BIAS = {"timm": "head.fc.bias", "deepmind": "NFNet/~/linear:b"}
 
 
 def check_source(source: str) -> str:
-    if source not in SOURCES:
-        raise ValueError(
-            f"Unknown checkpoint source {source!r}. Accepted: {', '.join(map(repr, SOURCES))}."
-        )
-    return source
+    return check_choice("checkpoint source", source, SOURCES)
 
 
 def read_checkpoint(

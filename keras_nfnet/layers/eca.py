@@ -6,11 +6,12 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_nfnet.layers.channel_gate import ChannelGate
 from keras_nfnet.registry import register
 
 
 @register
-class EfficientChannelAttention(keras.layers.Layer):
+class EfficientChannelAttention(ChannelGate):
     """``x * gate_multiplier * sigmoid(conv1d(mean_hw(x)))``; the conv has no bias.
 
     The kernel (shape ``(kernel_size,)``) slides over the channel axis of the pooled features
@@ -23,20 +24,22 @@ class EfficientChannelAttention(keras.layers.Layer):
 
     Example:
     >>> import numpy as np
-    >>> eca = EfficientChannelAttention(kernel_size=3)
-    >>> tuple(eca(np.ones((2, 5, 5, 8), "float32")).shape)
-    (2, 5, 5, 8)
+    >>> eca = EfficientChannelAttention(kernel_size=5, gate_multiplier=1.0)
+    >>> x = np.ones((1, 4, 4, 16), "float32")
+    >>> eca.build(x.shape)
+    >>> _ = eca.kernel.assign(np.zeros(5, "float32"))  # every gate is sigmoid(0) = 0.5
+    >>> float(np.asarray(eca(x)).max()), eca.count_params()
+    (0.5, 5)
     """
 
     def __init__(self, kernel_size: int = 3, gate_multiplier: float = 2.0, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(gate_multiplier, **kwargs)
         if isinstance(kernel_size, bool) or int(kernel_size) < 1 or int(kernel_size) % 2 == 0:
             raise ValueError(
                 "kernel_size must be a positive odd integer. "
                 f"Received: kernel_size={kernel_size!r}."
             )
         self.kernel_size = int(kernel_size)
-        self.gate_multiplier = float(gate_multiplier)
 
     def build(self, input_shape):
         bound = 1.0 / self.kernel_size**0.5
@@ -47,20 +50,12 @@ class EfficientChannelAttention(keras.layers.Layer):
             trainable=True,
         )
 
-    def call(self, inputs):
-        spatial = tuple(range(1, len(inputs.shape) - 1))
-        pooled = ops.mean(inputs, axis=spatial)  # (batch, channels)
+    def gate_logits(self, pooled):
         # channels as the 1-D "length" axis: (batch, channels, 1) * (k, 1, 1)
         kernel = ops.reshape(ops.cast(self.kernel, pooled.dtype), (self.kernel_size, 1, 1))
-        logits = ops.conv(ops.expand_dims(pooled, -1), kernel, padding="same")
-        gate = ops.sigmoid(ops.squeeze(logits, -1))
-        gate = ops.reshape(gate, (-1,) + (1,) * len(spatial) + (inputs.shape[-1],))
-        return inputs * (self.gate_multiplier * gate)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
+        return ops.squeeze(ops.conv(ops.expand_dims(pooled, -1), kernel, padding="same"), -1)
 
     def get_config(self):
         config = super().get_config()
-        config.update(kernel_size=self.kernel_size, gate_multiplier=self.gate_multiplier)
+        config.update(kernel_size=self.kernel_size)
         return config

@@ -7,12 +7,12 @@ import math
 import keras
 from keras import ops
 
-from keras_nfnet.fast import remember
+from keras_nfnet.layers.channel_gate import ChannelGate
 from keras_nfnet.registry import register
 
 
 @register
-class SqueezeExcite(keras.layers.Layer):
+class SqueezeExcite(ChannelGate):
     """``x * gate_multiplier * sigmoid(fc1(relu(fc0(mean_hw(x)))))``.
 
     The ReLU and the sigmoid are plain (no gamma). NF blocks use ``gate_multiplier=2`` to undo
@@ -33,11 +33,10 @@ class SqueezeExcite(keras.layers.Layer):
     """
 
     def __init__(self, hidden_units: int, gate_multiplier: float = 2.0, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(gate_multiplier, **kwargs)
         if int(hidden_units) < 1:
             raise ValueError(f"hidden_units must be >= 1. Received: hidden_units={hidden_units}.")
         self.hidden_units = int(hidden_units)
-        self.gate_multiplier = float(gate_multiplier)
         self.fc0 = None
         self.fc1 = None
 
@@ -58,20 +57,12 @@ class SqueezeExcite(keras.layers.Layer):
         self.fc0.build((None, channels))
         self.fc1.build((None, self.hidden_units))
 
-    def call(self, inputs):
-        pooled = ops.mean(inputs, axis=tuple(range(1, len(inputs.shape) - 1)))
-        gate = ops.sigmoid(self.fc1(ops.relu(self.fc0(pooled))))
-        gate = ops.reshape(gate, (-1,) + (1,) * (len(inputs.shape) - 2) + (inputs.shape[-1],))
-        scale = self.gate_multiplier * gate
-        # Both factors are kept for this product's gradient, so a later layer may recompute it.
-        return remember(inputs * scale, ops.multiply, inputs, scale)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
+    def gate_logits(self, pooled):
+        return self.fc1(ops.relu(self.fc0(pooled)))
 
     def get_config(self):
         config = super().get_config()
-        config.update(hidden_units=self.hidden_units, gate_multiplier=self.gate_multiplier)
+        config.update(hidden_units=self.hidden_units)
         return config
 
 

@@ -7,6 +7,7 @@ import math
 import keras
 from keras import ops
 
+from keras_nfnet.checks import check_choice
 from keras_nfnet.fast import conv2d, fused_weight
 from keras_nfnet.registry import register
 
@@ -19,12 +20,7 @@ TIMM_EPS = 1e-5
 
 
 def check_standardization(standardization: str) -> str:
-    if standardization not in STANDARDIZATIONS:
-        raise ValueError(
-            f"Unknown standardization {standardization!r}. "
-            f"Accepted: {', '.join(map(repr, STANDARDIZATIONS))}."
-        )
-    return standardization
+    return check_choice("standardization", standardization, STANDARDIZATIONS)
 
 
 def standardize_kernel(kernel, gain, standardization: str = "deepmind"):

@@ -44,12 +44,24 @@ from keras_nfnet.models.nfnet import (
     count_nfnet_params,
     nfnet_plan,
 )
+from keras_nfnet.models.normfree import (
+    ECANFNetL0,
+    ECANFNetL1,
+    ECANFNetL2,
+    ECANFNetL3,
+    NFNetL0,
+    NormFreeNet,
+)
 from keras_nfnet.models.resnet_v2 import ResNetV2, SkipInitResNet
 
 __all__ = [
     "NFNET_VARIANTS",
     "NF_REGNET_VARIANTS",
     "NF_RESNET_VARIANTS",
+    "ECANFNetL0",
+    "ECANFNetL1",
+    "ECANFNetL2",
+    "ECANFNetL3",
     "NFNet",
     "NFNetF0",
     "NFNetF1",
@@ -59,6 +71,7 @@ __all__ = [
     "NFNetF5",
     "NFNetF6",
     "NFNetF7",
+    "NFNetL0",
     "NFNetVariant",
     "NFRegNet",
     "NFRegNetB0",
@@ -78,6 +91,7 @@ __all__ = [
     "NFResNet152",
     "NFResNet200",
     "NFResNetVariant",
+    "NormFreeNet",
     "ResNetV2",
     "SkipInitResNet",
     "count_nf_regnet_params",

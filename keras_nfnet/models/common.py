@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import types
 from collections.abc import Callable
 
 import keras
@@ -137,16 +138,18 @@ def refuse_imagenet(weights, family: str, timm_row: str) -> None:
 
 
 # The keras.applications arguments, in their positional order after the variant.
-APPLICATION_ARGS = (
-    "include_top",
-    "weights",
-    "input_tensor",
-    "input_shape",
-    "pooling",
-    "classes",
-    "classifier_activation",
-    "name",
-)
+# The keras.applications arguments and their defaults, in keras.applications' order.
+APPLICATION_DEFAULTS = {
+    "include_top": True,
+    "weights": None,
+    "input_tensor": None,
+    "input_shape": None,
+    "pooling": None,
+    "classes": 1000,
+    "classifier_activation": "softmax",
+    "name": None,
+}
+APPLICATION_ARGS = tuple(APPLICATION_DEFAULTS)
 
 
 def assemble(
@@ -158,14 +161,7 @@ def assemble(
     model_class: type = keras.Model,
     check_weights: Callable | None = None,
     load_weights: Callable | None = None,
-    include_top: bool = True,
-    weights=None,
-    input_tensor=None,
-    input_shape: tuple | None = None,
-    pooling: str | None = None,
-    classes: int = 1000,
-    classifier_activation: str | None = "softmax",
-    name: str | None = None,
+    **application,
 ) -> keras.Model:
     """A keras.applications-style model: validated arguments, input, ``body``, head, weights.
 
@@ -184,26 +180,33 @@ def assemble(
             built (default: ``None`` or an existing file, `check_weights_path`).
         load_weights: ``load_weights(model, weights)`` for ``weights`` not None (default: a
             Keras weights file, `keras_nfnet.convert.checkpoint.load_weights_file`).
-        include_top, weights, input_tensor, input_shape, pooling, classes,
-            classifier_activation, name: as keras.applications.
+        **application: the keras.applications arguments (`APPLICATION_DEFAULTS` for those not
+            given).
     """
-    check_top(include_top, pooling, classes, classifier_activation)
+    unknown = sorted(set(application) - set(APPLICATION_DEFAULTS))
+    if unknown:
+        raise TypeError(
+            f"Unexpected keyword argument(s) {', '.join(unknown)}. Accepted: "
+            f"{', '.join(APPLICATION_ARGS)} and the builder's own arguments."
+        )
+    a = types.SimpleNamespace(**{**APPLICATION_DEFAULTS, **application})
+    check_top(a.include_top, a.pooling, a.classes, a.classifier_activation)
     if check_weights is None:
-        check_weights_path(weights)
+        check_weights_path(a.weights)
     else:
-        check_weights(weights, include_top, classes)
+        check_weights(a.weights, a.include_top, a.classes)
     dropout_rate = check_rate(dropout_rate, "dropout_rate")
-    inputs = image_input(input_tensor, input_shape, weights)
+    inputs = image_input(a.input_tensor, a.input_shape, a.weights)
     features = body(inputs)
     init = (
         "zeros" if classifier_std is None else keras.initializers.RandomNormal(0.0, classifier_std)
     )
     outputs = apply_head(
-        features, include_top, pooling, classes, classifier_activation, dropout_rate, init
+        features, a.include_top, a.pooling, a.classes, a.classifier_activation, dropout_rate, init
     )
-    model = model_class(model_inputs(input_tensor, inputs), outputs, name=name or default_name)
-    if weights is not None:
-        (load_weights or load_weights_file)(model, weights)
+    model = model_class(model_inputs(a.input_tensor, inputs), outputs, name=a.name or default_name)
+    if a.weights is not None:
+        (load_weights or load_weights_file)(model, a.weights)
     return model
 
 

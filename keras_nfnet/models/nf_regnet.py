@@ -24,7 +24,7 @@ from keras_nfnet.architecture.rows import (
     get_nf_regnet_variant,
 )
 from keras_nfnet.models.common import refuse_imagenet
-from keras_nfnet.models.normfree import NormFreeNet, family_functions, row_builder
+from keras_nfnet.models.normfree import NormFreeNet, family_functions, table_builder
 
 __all__ = [
     "NF_REGNET_VARIANTS",
@@ -50,19 +50,12 @@ def NFRegNet(variant: str | NFRegNetVariant = "B0", **kwargs) -> AGCModel:
 
     Args:
         variant: ``"B0"``…``"B8"`` or an `NFRegNetVariant`.
-        **kwargs: the keras.applications arguments below, as keywords (they go to
-            `keras_nfnet.models.normfree.NormFreeNet`).
-        include_top: whether to include global pooling, dropout and the classifier.
-        weights: ``None`` or the path of a weights file saved from a model built with the same
-            arguments (no pretrained NF-RegNet weights are published, §17).
-        input_tensor: optional Keras tensor to use as the image input.
-        input_shape: optional ``(height, width, channels)``; default ``(None, None, 3)``.
-        pooling: with ``include_top=False``: ``None``, ``"avg"`` or ``"max"``.
-        classes: number of classes when ``include_top=True``.
-        classifier_activation: activation of the top layer (``None`` returns logits).
-        name: model name (defaults to ``"nf_regnet_b0"`` etc.).
-        dropout_rate: dropout before the classifier (default: the variant's).
-        stochdepth_rate: maximum stochastic-depth rate R in [0, 1) (default 0.1).
+        **kwargs: the arguments of `keras_nfnet.models.normfree.NormFreeNet`, as keywords: the
+            keras.applications ones (``include_top``, ``weights``, ``input_tensor``,
+            ``input_shape``, ``pooling``, ``classes``, ``classifier_activation``, ``name``),
+            ``dropout_rate`` and ``stochdepth_rate`` (default: the variant's).
+            ``weights`` is ``None`` or a file: no pretrained NF-RegNet weights are published
+            (§17). ``name`` defaults to ``"nf_regnet_b0"`` etc.
 
     Returns:
         An `AGCModel`.
@@ -80,20 +73,13 @@ def NFRegNet(variant: str | NFRegNetVariant = "B0", **kwargs) -> AGCModel:
     return NormFreeNet(v.spec(), **kwargs)
 
 
-def _variant_builder(variant: str):
-    spec = NF_REGNET_VARIANTS[variant].spec()
-    name = f"NFRegNet{variant}"
-    return row_builder(
-        NFRegNet, variant, name, f"NF-RegNet-{variant}", spec, "keras_nfnet.NFRegNet"
-    )
-
-
-NFRegNetB0 = _variant_builder("B0")
-NFRegNetB1 = _variant_builder("B1")
-NFRegNetB2 = _variant_builder("B2")
-NFRegNetB3 = _variant_builder("B3")
-NFRegNetB4 = _variant_builder("B4")
-NFRegNetB5 = _variant_builder("B5")
-NFRegNetB6 = _variant_builder("B6")
-NFRegNetB7 = _variant_builder("B7")
-NFRegNetB8 = _variant_builder("B8")
+_builder = table_builder(NFRegNet, NF_REGNET_VARIANTS, "NFRegNet", "NF-RegNet-")
+NFRegNetB0 = _builder("B0")
+NFRegNetB1 = _builder("B1")
+NFRegNetB2 = _builder("B2")
+NFRegNetB3 = _builder("B3")
+NFRegNetB4 = _builder("B4")
+NFRegNetB5 = _builder("B5")
+NFRegNetB6 = _builder("B6")
+NFRegNetB7 = _builder("B7")
+NFRegNetB8 = _builder("B8")

@@ -25,7 +25,7 @@ from keras_nfnet.architecture.rows import (
     get_nf_resnet_variant,
 )
 from keras_nfnet.models.common import refuse_imagenet
-from keras_nfnet.models.normfree import NormFreeNet, family_functions, row_builder
+from keras_nfnet.models.normfree import NormFreeNet, family_functions, table_builder
 
 __all__ = [
     "BASE_WIDTHS",
@@ -61,19 +61,12 @@ def NFResNet(
         variant: depth ``26``, ``50``, ``101``, ``152``, ``200``, ``288``, ``600`` (int or
             str), or an `NFResNetVariant`. NF-ResNet-26 uses depths [2, 2, 2, 2], the standard
             ResNet-26 layout; the DeepMind table has no ResNet-26.
-        **kwargs: the keras.applications arguments below, as keywords (they go to
-            `keras_nfnet.models.normfree.NormFreeNet`).
-        include_top: whether to include global pooling, dropout and the classifier.
-        weights: ``None`` or the path of a weights file saved from a model built with the same
-            arguments (no pretrained NF-ResNet weights are published, §17).
-        input_tensor: optional Keras tensor to use as the image input.
-        input_shape: optional ``(height, width, channels)``; default ``(None, None, 3)``.
-        pooling: with ``include_top=False``: ``None``, ``"avg"`` or ``"max"``.
-        classes: number of classes when ``include_top=True``.
-        classifier_activation: activation of the top layer (``None`` returns logits).
-        name: model name (defaults to ``"nf_resnet50"``, ``"nf_resnet50_se"`` etc.).
-        dropout_rate: dropout before the classifier (default: the variant's, 0).
-        stochdepth_rate: maximum stochastic-depth rate R in [0, 1) (default: the variant's, 0.1).
+        **kwargs: the arguments of `keras_nfnet.models.normfree.NormFreeNet`, as keywords: the
+            keras.applications ones (``include_top``, ``weights``, ``input_tensor``,
+            ``input_shape``, ``pooling``, ``classes``, ``classifier_activation``, ``name``),
+            ``dropout_rate`` and ``stochdepth_rate`` (default: the variant's).
+            ``weights`` is ``None`` or a file: no pretrained NF-ResNet weights are published
+            (§17). ``name`` defaults to ``"nf_resnet50"``, ``"nf_resnet50_se"`` etc.
         use_se: add Squeeze-Excite (hidden ``out / 4``) after ``conv2``.
         weight_standardization: ``False`` replaces every WS conv by a plain conv with a bias
             (Paper A's ablation: the network then suffers mean shift).
@@ -95,16 +88,9 @@ def NFResNet(
     return NormFreeNet(v.spec(use_se, weight_standardization), **kwargs)
 
 
-def _variant_builder(variant: str):
-    spec = NF_RESNET_VARIANTS[variant].spec()
-    name = f"NFResNet{variant}"
-    return row_builder(
-        NFResNet, variant, name, f"NF-ResNet-{variant}", spec, "keras_nfnet.NFResNet"
-    )
-
-
-NFResNet26 = _variant_builder("26")
-NFResNet50 = _variant_builder("50")
-NFResNet101 = _variant_builder("101")
-NFResNet152 = _variant_builder("152")
-NFResNet200 = _variant_builder("200")
+_builder = table_builder(NFResNet, NF_RESNET_VARIANTS, "NFResNet", "NF-ResNet-")
+NFResNet26 = _builder("26")
+NFResNet50 = _builder("50")
+NFResNet101 = _builder("101")
+NFResNet152 = _builder("152")
+NFResNet200 = _builder("200")

@@ -23,7 +23,8 @@ from keras_nfnet.architecture.rows import (
     get_variant,
 )
 from keras_nfnet.architecture.spec import NFBlockPlan
-from keras_nfnet.models.normfree import NormFreeNet, family_functions, row_builder
+from keras_nfnet.checks import check_choice
+from keras_nfnet.models.normfree import NormFreeNet, family_functions, table_builder
 
 NUMERICS = ("deepmind", "timm")
 BlockPlan = NFBlockPlan  # the per-block settings, shared by every family
@@ -53,23 +54,13 @@ def NFNet(variant: str | NFNetVariant = "F0", numerics: str = "deepmind", **kwar
 
     Args:
         variant: ``"F0"``…``"F7"``, ``"F0+"``…``"F7+"``, or an `NFNetVariant`.
-        **kwargs: the keras.applications arguments below, as keywords (they go to
-            `keras_nfnet.models.normfree.NormFreeNet`).
-        include_top: whether to include global pooling, dropout and the classifier.
-        weights: ``None`` (random initialization), ``"imagenet"`` (the published ImageNet
-            weights of F0-F6, downloaded once and cached, see `keras_nfnet.weights`; with
-            ``include_top=True`` they need ``classes=1000``; with ``include_top=False`` any
-            input size works) or the path of a weights file saved from a
-            model built with the same arguments.
-        input_tensor: optional Keras tensor to use as the image input.
-        input_shape: optional ``(height, width, channels)``.
-        pooling: with ``include_top=False``: ``None`` (4-D feature map), ``"avg"`` or ``"max"``.
-        classes: number of classes when ``include_top=True``.
-        classifier_activation: activation of the top layer (``None`` returns logits).
-        name: model name (defaults to ``"nfnet_f0"`` etc.).
-        dropout_rate: dropout before the classifier (default: the variant's).
-        stochdepth_rate: maximum stochastic-depth rate R in [0, 1) (default: the variant's,
-            0.25, the ImageNet recipe); block k drops with probability ``R * k / N``.
+        **kwargs: the arguments of `keras_nfnet.models.normfree.NormFreeNet`, as keywords: the
+            keras.applications ones (``include_top``, ``weights``, ``input_tensor``,
+            ``input_shape``, ``pooling``, ``classes``, ``classifier_activation``, ``name``),
+            ``dropout_rate`` and ``stochdepth_rate`` (default: the variant's).
+            ``weights="imagenet"`` loads the published ImageNet weights of F0-F6 (downloaded
+            once and cached, see `keras_nfnet.weights`); ``name`` defaults to ``"nfnet_f0"``
+            etc.; the variant's ``stochdepth_rate`` is 0.25, the ImageNet recipe.
         numerics: ``"deepmind"`` (tanh GELU, ``max(n var, 1e-4)``; the numerics the DeepMind
             weights were trained with) or ``"timm"`` (exact GELU, ``var + 1e-5``; reproduces
             timm's ``dm_nfnet_*`` outputs).
@@ -87,26 +78,18 @@ def NFNet(variant: str | NFNetVariant = "F0", numerics: str = "deepmind", **kwar
     (2, 10)
     """
     v = get_variant(variant)
-    if numerics not in NUMERICS:
-        raise ValueError(
-            f"Unknown numerics {numerics!r}. Accepted: {', '.join(map(repr, NUMERICS))}."
-        )
+    check_choice("numerics", numerics, NUMERICS)
     key = str(variant).lower().replace("+", "_plus") if isinstance(variant, str) else "custom"
     kwargs["name"] = kwargs.get("name") or f"nfnet_{key}"
     return NormFreeNet(v.spec(numerics), **kwargs)
 
 
-def _variant_builder(variant: str):
-    spec = NFNET_VARIANTS[variant].spec()
-    name = f"NFNet{variant}"
-    return row_builder(NFNet, variant, name, f"NFNet-{variant}", spec, "keras_nfnet.NFNet")
-
-
-NFNetF0 = _variant_builder("F0")
-NFNetF1 = _variant_builder("F1")
-NFNetF2 = _variant_builder("F2")
-NFNetF3 = _variant_builder("F3")
-NFNetF4 = _variant_builder("F4")
-NFNetF5 = _variant_builder("F5")
-NFNetF6 = _variant_builder("F6")
-NFNetF7 = _variant_builder("F7")
+_builder = table_builder(NFNet, NFNET_VARIANTS, "NFNet", "NFNet-")
+NFNetF0 = _builder("F0")
+NFNetF1 = _builder("F1")
+NFNetF2 = _builder("F2")
+NFNetF3 = _builder("F3")
+NFNetF4 = _builder("F4")
+NFNetF5 = _builder("F5")
+NFNetF6 = _builder("F6")
+NFNetF7 = _builder("F7")

@@ -306,6 +306,18 @@ def row_builder(family, variant, public_name: str, title: str, spec: NFSpec, fam
     return variant_builder(family, variant, public_name, doc)
 
 
+def table_builder(family, table: dict, prefix: str, title: str):
+    """``make(variant)``: the public function of one row of a DeepMind variant table, named
+    ``prefix + variant`` (``NFNetF0``, ``NFResNet50`` …) and passing through to ``family``."""
+
+    def make(variant: str):
+        spec = table[variant].spec()
+        name = prefix + variant
+        return row_builder(family, variant, name, title + variant, spec, f"keras_nfnet.{prefix}")
+
+    return make
+
+
 def _row_builder(row: str, public_name: str):
     spec = MODEL_SPECS[row]
     return row_builder(NormFreeNet, row, public_name, f"timm's ``{row}``", spec, "NormFreeNet")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import keras
 
+from keras_nfnet.checks import check_choice
 from keras_nfnet.layers import SkipGain, SqueezeExcite, StochDepth
 from keras_nfnet.layers.stoch_depth import check_rate
 from keras_nfnet.models.common import assemble
@@ -37,12 +38,7 @@ BN_EPSILON = 1e-5
 
 
 def _check_normalization(normalization: str) -> str:
-    if normalization not in NORMALIZATIONS:
-        raise ValueError(
-            f"Unknown normalization {normalization!r}. "
-            f"Accepted: {', '.join(map(repr, NORMALIZATIONS))}."
-        )
-    return normalization
+    return check_choice("normalization", normalization, NORMALIZATIONS)
 
 
 def _variant_name(v: NFResNetVariant) -> str:
