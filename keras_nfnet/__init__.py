@@ -6,7 +6,7 @@ from keras_nfnet.agc_model import AGCModel
 from keras_nfnet.architecture.rows import MODEL_SPECS, NF_SPECS, get_spec
 from keras_nfnet.architecture.spec import NFSpec, count_normfree_params
 from keras_nfnet.models import *  # noqa: F403  (the builders; models.__all__ lists them)
-from keras_nfnet.zoo import create_model, list_models
+from keras_nfnet.zoo import create_model, feature_info, list_models
 
 __version__ = "0.1.0"
 
@@ -20,6 +20,7 @@ __all__ = [
     "count_normfree_params",
     "create_model",
     "export",
+    "feature_info",
     "get_spec",
     "layers",
     "list_models",

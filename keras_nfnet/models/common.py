@@ -5,7 +5,7 @@ from __future__ import annotations
 import numbers
 import os
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import keras
 
@@ -105,6 +105,34 @@ def check_top(include_top: bool, pooling, classes: int, classifier_activation) -
         keras.activations.get(classifier_activation)
 
 
+def check_features_only(features_only, include_top, pooling) -> bool:
+    """The ``include_top`` a builder uses: ``False`` with ``features_only=True`` (which returns
+    the unpooled feature maps, so a classifier or a pooling contradicts it), else ``include_top``
+    (``None``: ``True``, the keras.applications default)."""
+    check_bool(features_only, "features_only")
+    if not features_only:
+        return True if include_top is None else include_top
+    if include_top is not None and include_top is not False:
+        raise ValueError(
+            "features_only=True returns the feature maps without a classifier, so include_top "
+            f"must be False or left unset. Received: include_top={include_top!r}, "
+            "features_only=True."
+        )
+    if pooling is not None:
+        raise ValueError(
+            "features_only=True returns unpooled feature maps, so pooling must be None. "
+            f"Received: pooling={pooling!r}, features_only=True."
+        )
+    return False
+
+
+def tap_outputs(inputs, features, layers: Mapping[str, str]) -> dict:
+    """``{key: output of layer}`` for ``layers`` (``{key: layer name}``) of the graph from
+    ``inputs`` to ``features``: the outputs of a features-only model."""
+    graph = keras.Model(inputs, features)  # a view of the graph, to find its layers by name
+    return {key: graph.get_layer(layer).output for key, layer in layers.items()}
+
+
 def apply_head(
     x, include_top, pooling, classes, classifier_activation, dropout_rate, classifier_init
 ):
@@ -137,7 +165,6 @@ def refuse_imagenet(weights, family: str, timm_row: str) -> None:
         )
 
 
-# The keras.applications arguments, in their positional order after the variant.
 # The keras.applications arguments and their defaults, in keras.applications' order.
 APPLICATION_DEFAULTS = {
     "include_top": True,
@@ -161,6 +188,7 @@ def assemble(
     model_class: type = keras.Model,
     check_weights: Callable | None = None,
     load_weights: Callable | None = None,
+    feature_layers: Mapping[str, str] | None = None,
     **application,
 ) -> keras.Model:
     """A keras.applications-style model: validated arguments, input, ``body``, head, weights.
@@ -180,6 +208,9 @@ def assemble(
             built (default: ``None`` or an existing file, `check_weights_path`).
         load_weights: ``load_weights(model, weights)`` for ``weights`` not None (default: a
             Keras weights file, `keras_nfnet.convert.checkpoint.load_weights_file`).
+        feature_layers: ``{output key: layer name}``: the model outputs these layers' outputs
+            (a dict) instead of the head (the builders' ``features_only=True``; ``include_top``
+            must then be False and ``pooling`` None, `check_features_only`).
         **application: the keras.applications arguments (`APPLICATION_DEFAULTS` for those not
             given).
     """
@@ -198,12 +229,23 @@ def assemble(
     dropout_rate = check_rate(dropout_rate, "dropout_rate")
     inputs = image_input(a.input_tensor, a.input_shape, a.weights)
     features = body(inputs)
-    init = (
-        "zeros" if classifier_std is None else keras.initializers.RandomNormal(0.0, classifier_std)
-    )
-    outputs = apply_head(
-        features, a.include_top, a.pooling, a.classes, a.classifier_activation, dropout_rate, init
-    )
+    if feature_layers is not None:
+        outputs = tap_outputs(model_inputs(a.input_tensor, inputs), features, feature_layers)
+    else:
+        init = (
+            "zeros"
+            if classifier_std is None
+            else keras.initializers.RandomNormal(0.0, classifier_std)
+        )
+        outputs = apply_head(
+            features,
+            a.include_top,
+            a.pooling,
+            a.classes,
+            a.classifier_activation,
+            dropout_rate,
+            init,
+        )
     model = model_class(model_inputs(a.input_tensor, inputs), outputs, name=a.name or default_name)
     if a.weights is not None:
         (load_weights or load_weights_file)(model, a.weights)

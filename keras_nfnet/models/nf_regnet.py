@@ -53,7 +53,9 @@ def NFRegNet(variant: str | NFRegNetVariant = "B0", **kwargs) -> AGCModel:
         **kwargs: the arguments of `keras_nfnet.models.normfree.NormFreeNet`, as keywords: the
             keras.applications ones (``include_top``, ``weights``, ``input_tensor``,
             ``input_shape``, ``pooling``, ``classes``, ``classifier_activation``, ``name``),
-            ``dropout_rate`` and ``stochdepth_rate`` (default: the variant's).
+            ``dropout_rate``, ``stochdepth_rate`` (default: the variant's) and
+            ``features_only`` (the feature pyramid ``{"P1": ..., "P5": ...}`` instead of the
+            classifier; `keras_nfnet.feature_info`).
             ``weights`` is ``None`` or a file: no pretrained NF-RegNet weights are published
             (§17). ``name`` defaults to ``"nf_regnet_b0"`` etc.
 

@@ -64,7 +64,9 @@ def NFResNet(
         **kwargs: the arguments of `keras_nfnet.models.normfree.NormFreeNet`, as keywords: the
             keras.applications ones (``include_top``, ``weights``, ``input_tensor``,
             ``input_shape``, ``pooling``, ``classes``, ``classifier_activation``, ``name``),
-            ``dropout_rate`` and ``stochdepth_rate`` (default: the variant's).
+            ``dropout_rate``, ``stochdepth_rate`` (default: the variant's) and
+            ``features_only`` (the feature pyramid ``{"P1": ..., "P5": ...}`` instead of the
+            classifier; `keras_nfnet.feature_info`).
             ``weights`` is ``None`` or a file: no pretrained NF-ResNet weights are published
             (§17). ``name`` defaults to ``"nf_resnet50"``, ``"nf_resnet50_se"`` etc.
         use_se: add Squeeze-Excite (hidden ``out / 4``) after ``conv2``.

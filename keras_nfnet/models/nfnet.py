@@ -57,7 +57,9 @@ def NFNet(variant: str | NFNetVariant = "F0", numerics: str = "deepmind", **kwar
         **kwargs: the arguments of `keras_nfnet.models.normfree.NormFreeNet`, as keywords: the
             keras.applications ones (``include_top``, ``weights``, ``input_tensor``,
             ``input_shape``, ``pooling``, ``classes``, ``classifier_activation``, ``name``),
-            ``dropout_rate`` and ``stochdepth_rate`` (default: the variant's).
+            ``dropout_rate``, ``stochdepth_rate`` (default: the variant's) and
+            ``features_only`` (the feature pyramid ``{"P1": ..., "P5": ...}`` instead of the
+            classifier; `keras_nfnet.feature_info`).
             ``weights="imagenet"`` loads the published ImageNet weights of F0-F6 (downloaded
             once and cached, see `keras_nfnet.weights`); ``name`` defaults to ``"nfnet_f0"``
             etc.; the variant's ``stochdepth_rate`` is 0.25, the ImageNet recipe.

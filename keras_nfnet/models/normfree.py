@@ -49,7 +49,12 @@ from keras_nfnet.layers import (
 )
 from keras_nfnet.layers.activations import GAMMAS, check_activation
 from keras_nfnet.layers.stoch_depth import check_rate
-from keras_nfnet.models.common import assemble, check_weights_path, variant_builder
+from keras_nfnet.models.common import (
+    assemble,
+    check_features_only,
+    check_weights_path,
+    variant_builder,
+)
 
 
 class _Ops:
@@ -161,14 +166,80 @@ def _block(x, p: NFBlockPlan, spec: NFSpec, ops: _Ops):
     if 0.0 < p.stochdepth_rate < 1.0:
         r = StochDepth(p.stochdepth_rate, name=f"{name}_drop_path")(r)
     if spec.skipinit:
-        return SkipGain(spec.alpha, name=f"{name}_skip_gain")([shortcut, r])
+        return SkipGain(spec.alpha, name=_merge_name(p, spec))([shortcut, r])
     r = ScaledActivation("identity", spec.alpha, name=f"{name}_scale")(r)
-    return keras.layers.Add(name=f"{name}_add")([shortcut, r])
+    return keras.layers.Add(name=_merge_name(p, spec))([shortcut, r])
+
+
+def _merge_name(p: NFBlockPlan, spec: NFSpec) -> str:
+    """The block's last layer, ``shortcut + alpha * f(...)``: its output is the block's."""
+    return f"{p.name}_skip_gain" if spec.skipinit else f"{p.name}_add"
+
+
+def _level(reduction: int) -> str:
+    return f"P{reduction.bit_length() - 1}"  # P_n is 2^n smaller than the input
+
+
+def feature_taps(spec: str | NFSpec) -> list[dict]:
+    """The pyramid of ``NormFreeNet(spec, features_only=True)``: one dict per level, finest first.
+
+    Each dict has ``level`` (the output key ``"P1"`` … ``"P5"``: ``P_n`` is ``2**n`` times
+    smaller than the input, rounded up), ``channels``, ``reduction`` (``2**n``), ``layer`` (the
+    Keras layer whose output it is) and ``timm_module`` (where timm's ``feature_info`` taps the
+    same tensor; docs/nfnet_reference.md §7.1). The levels are the last stem conv at stride 2
+    (before its activation and any max-pool), the output of each stage's last block (before the
+    next pre-activation), and, for rows with a head conv, ``final_conv`` (before the final
+    activation) in place of the last stage.
+
+    Example:
+    >>> [(t["level"], t["channels"], t["layer"]) for t in feature_taps("test_nfnet")]
+    [('P1', 64, 'stem_conv2'), ('P2', 32, 'stage0_block0_add'), ('P3', 64, 'stage1_block0_add'),
+     ('P4', 96, 'stage2_block0_add'), ('P5', 192, 'final_conv')]
+    """
+    spec = get_spec(spec)
+    stems = stem_plan(spec)
+    reduction, stem_tap = 1, 0
+    for j, (_, _, stride) in enumerate(stems):
+        reduction *= stride
+        if reduction == 2:
+            stem_tap = j  # deep stems: the last conv before the stem's second stride
+    deep = len(stems) > 1
+    taps = [
+        {
+            "level": "P1",
+            "channels": stems[stem_tap][0],
+            "reduction": 2,
+            "layer": f"stem_conv{stem_tap}" if deep else "stem_conv",
+            "timm_module": f"stem.conv{stem_tap + 1}" if deep else "stem.conv",
+        }
+    ]
+    plan = normfree_plan(spec)
+    reduction = spec.stem_stride
+    for p, following in zip(plan, [*plan[1:], None]):
+        reduction *= p.stride
+        if following is None or following.stage != p.stage:
+            taps.append(
+                {
+                    "level": _level(reduction),
+                    "channels": p.out_channels,
+                    "reduction": reduction,
+                    "layer": _merge_name(p, spec),
+                    "timm_module": f"stages.{p.stage}",
+                }
+            )
+    if spec.head_channels:
+        taps[-1] = {
+            **taps[-1],
+            "channels": spec.num_features,
+            "layer": "final_conv",
+            "timm_module": "final_conv",
+        }
+    return taps
 
 
 def NormFreeNet(
     spec: str | NFSpec,
-    include_top: bool = True,
+    include_top: bool | None = None,
     weights: str | None = None,
     input_tensor=None,
     input_shape: tuple | None = None,
@@ -179,6 +250,7 @@ def NormFreeNet(
     dropout_rate: float | None = None,
     stochdepth_rate: float | None = None,
     numerics: str | None = None,
+    features_only: bool = False,
 ) -> AGCModel:
     """Instantiate a Normalizer-Free model with the keras.applications signature.
 
@@ -188,7 +260,8 @@ def NormFreeNet(
     Args:
         spec: a row name of `keras_nfnet.architecture.rows.MODEL_SPECS` (``"eca_nfnet_l0"``,
             ``"nf_regnet_b1"``, ``"dm_nfnet_f0"`` …) or an `NFSpec`.
-        include_top: whether to include global pooling, dropout and the classifier.
+        include_top: whether to include global pooling, dropout and the classifier (default:
+            ``True``, or ``False`` with ``features_only=True``).
         weights: ``None`` (random initialization), ``"imagenet"`` (the row's published weights,
             downloaded once, hash-checked and cached, see `keras_nfnet.weights`), the path of a
             timm state dict saved as ``.safetensors`` or of a DeepMind ``.npz`` file (F layout;
@@ -205,6 +278,12 @@ def NormFreeNet(
         numerics: ``"timm"`` (exact GELU, WS with ``var + 1e-5``) or ``"deepmind"`` (tanh GELU,
             ``max(n var, 1e-4)``); default: the row's (timm's for rows timm trained, DeepMind's
             for DeepMind's rows).
+        features_only: return the feature pyramid instead: the model's output is a dict
+            ``{"P1": ..., "P5": ...}`` of the maps `feature_taps` lists (``P_n`` is ``2**n``
+            times smaller than the input, rounded up), tapped where timm's ``features_only``
+            taps them. It has no head: ``include_top=True`` or a ``pooling`` is an error,
+            ``classes`` is not used, and ``weights`` fill the backbone (a classifier in the
+            file is ignored).
 
     Returns:
         An `AGCModel` (its ``train_step`` applies Adaptive Gradient Clipping).
@@ -214,7 +293,12 @@ def NormFreeNet(
     >>> model = NormFreeNet("test_nfnet", input_shape=(64, 64, 3), classes=10)
     >>> model.count_params(), model.predict(np.zeros((1, 64, 64, 3)), verbose=0).shape
     (192010, (1, 10))
+    >>> pyramid = NormFreeNet("test_nfnet", features_only=True)
+    >>> {k: v.shape for k, v in pyramid.predict(np.zeros((1, 64, 96, 3)), verbose=0).items()}
+    {'P1': (1, 32, 48, 64), 'P2': (1, 16, 24, 32), 'P3': (1, 8, 12, 64), 'P4': (1, 4, 6, 96),
+     'P5': (1, 2, 3, 192)}
     """
+    include_top = check_features_only(features_only, include_top, pooling)
     row_name = spec if isinstance(spec, str) else None
     spec = get_spec(spec)
     if numerics is not None:
@@ -251,6 +335,9 @@ def NormFreeNet(
 
     return assemble(
         body,
+        feature_layers={t["level"]: t["layer"] for t in feature_taps(spec)}
+        if features_only
+        else None,
         default_name=row_name or "nf",
         dropout_rate=spec.dropout_rate if dropout_rate is None else dropout_rate,
         classifier_std=None if spec.zero_init_classifier else 0.01,
