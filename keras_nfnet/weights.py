@@ -406,23 +406,31 @@ def offline_routes(name: str, source: str) -> str:
     )
 
 
-def download_checkpoint(name: str, source: str = "timm") -> str:
-    """The cached checkpoint file of a registry entry, downloaded (and hash-checked) if needed.
+def download_verified(
+    url: str,
+    target: str | os.PathLike,
+    sha256: str | None = None,
+    *,
+    what: str,
+    offline: str = "",
+    pin_env: str | None = None,
+) -> str:
+    """Download ``url`` to ``target`` unless a cached copy (with the pinned hash) is there.
 
-    A download goes to a temporary name and is moved into place only after its hash matched
-    (when one is pinned), so a failed, stalled or corrupted download never sits in the cache.
-    Temporaries that killed runs left in the cache folder are deleted first.
+    The download goes to a temporary name beside ``target`` and takes its name only after its
+    SHA-256 matched ``sha256`` (when pinned), so a failed, stalled or corrupted download never
+    sits in the cache; temporaries that killed runs left in the folder are deleted first.
+    ``what`` names the file in messages, ``offline`` says what to do without a network, and
+    ``pin_env`` is the variable that pins the hash of an unpinned download. Returns ``target``.
     """
-    name, entry = registry_entry(name)
-    url, expected = entry.urls[check_source(source)], checkpoint_sha256(name, source)
-    folder = os.path.join(cache_dir(), "models")
+    target = os.fspath(target)
+    folder = os.path.dirname(target)
     os.makedirs(folder, exist_ok=True)
     remove_stale_temporaries(folder)
-    target = os.path.join(folder, _download_name(name, source))
     if os.path.exists(target):
-        if expected is None or file_sha256(target) == expected:
+        if sha256 is None or file_sha256(target) == sha256:
             return target
-        print(f"Cached {target} does not have the pinned SHA-256 {expected}; downloading again.")
+        print(f"Cached {target} does not have the pinned SHA-256 {sha256}; downloading again.")
     timeouts = download_timeouts()
     print(f"Downloading {url}")
     # The download lands in a temporary file beside the target, which takes the target's name
@@ -432,23 +440,40 @@ def download_checkpoint(name: str, source: str = "timm") -> str:
             fetch(url, tmp, timeouts)
         except OSError as error:
             raise OSError(
-                f"Downloading {name} weights from {url} failed: {error}. Nothing was "
-                f"cached in {folder}. {offline_routes(name, source)}"
+                f"Downloading {what} from {url} failed: {error}. Nothing was "
+                f"cached in {folder}. {offline}".rstrip()
             ) from None
         actual = file_sha256(tmp)
-        if expected is not None and actual != expected:
+        if sha256 is not None and actual != sha256:
             raise ValueError(
-                f"SHA-256 mismatch for {url}: expected {expected}, got {actual}. The "
+                f"SHA-256 mismatch for {url}: expected {sha256}, got {actual}. The "
                 "download is corrupted or the file changed upstream; it was deleted, "
                 "nothing was cached."
             )
-        if expected is None:
-            print(
-                f"{url} has SHA-256 {actual}. No hash is pinned for {name} "
-                f"({source}): set KERAS_NFNET_SHA256_{name}_{source.upper()}={actual} to "
-                "verify later downloads against it."
-            )
+        if sha256 is None:
+            hint = ""
+            if pin_env:
+                hint = f": set {pin_env}={actual} to verify later downloads against it"
+            print(f"{url} has SHA-256 {actual}. No hash is pinned for {what}{hint}.")
     return target
+
+
+def download_checkpoint(name: str, source: str = "timm", url: str | None = None) -> str:
+    """The cached checkpoint file of a registry entry, downloaded (and hash-checked) if needed.
+
+    ``url`` downloads from there instead of the registry's URL (a mirror of the same file); the
+    cache name and the pinned hash stay the registry entry's. See `download_verified`.
+    """
+    name, entry = registry_entry(name)
+    url = url or entry.urls[check_source(source)]
+    return download_verified(
+        url,
+        os.path.join(cache_dir(), "models", _download_name(name, source)),
+        checkpoint_sha256(name, source),
+        what=f"{name} weights",
+        offline=offline_routes(name, source),
+        pin_env=f"KERAS_NFNET_SHA256_{name}_{source.upper()}",
+    )
 
 
 def converted_path(name: str, source: str = "timm", include_top: bool = True) -> str:
