@@ -1,6 +1,7 @@
-"""Memory of an NFNet-F0 training step on the TF backend, step by step (JSON).
+"""Memory of an NF model's training step on the TF backend, step by step (JSON).
 
-Not a test. Builds ``keras_nfnet.NFNetF0`` at ``--size`` px, compiles it with SGD (Nesterov
+Not a test. Builds ``--model`` (any `keras_nfnet.list_models()` row, default ``dm_nfnet_f0``) at
+``--size`` px (default: the row's train size), compiles it with SGD (Nesterov
 momentum 0.9) and AGC 0.01, then runs ``predict_on_batch`` once and ``train_on_batch``
 ``--steps`` times on one random batch. After each call it records the process's peak resident
 memory (``ru_maxrss``) and TensorFlow's CPU allocator figures (``current`` and ``peak`` bytes
@@ -9,6 +10,7 @@ runtime outside its tensor allocator, Python and the imported packages.
 
 Usage (from the repository root):
     .venv/bin/python bench/bench_memory.py
+    .venv/bin/python bench/bench_memory.py --model eca_nfnet_l0
 """
 
 from __future__ import annotations
@@ -16,14 +18,14 @@ from __future__ import annotations
 import json
 import resource
 
-from _cli import int_parser, require_backend
+from _cli import int_parser, positive_int, require_backend
 
 
 def _mb(value: float) -> float:
     return round(value / 2**20, 1)
 
 
-def run(size: int, batch: int, steps: int) -> dict:
+def run(size: int | None, batch: int, steps: int, name: str = "dm_nfnet_f0") -> dict:
     import keras
     import numpy as np
     import tensorflow as tf
@@ -41,7 +43,8 @@ def run(size: int, batch: int, steps: int) -> dict:
 
     stages = [record("import")]
     keras.utils.set_random_seed(0)
-    model = keras_nfnet.NFNetF0(input_shape=(size, size, 3), classifier_activation=None)
+    size = size or keras_nfnet.get_spec(name).train_size
+    model = keras_nfnet.create_model(name, input_shape=(size, size, 3), classifier_activation=None)
     model.compile(
         optimizer=keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -55,14 +58,16 @@ def run(size: int, batch: int, steps: int) -> dict:
     for step in range(1, steps + 1):
         model.train_on_batch(x, y)
         stages.append(record(f"train_step_{step}"))
-    return {"model": "NFNet-F0", "size": size, "batch": batch, "stages": stages}
+    return {"model": name, "size": size, "batch": batch, "stages": stages}
 
 
 def main() -> None:
-    parser = int_parser(__doc__, size=192, batch=8, steps=4)
+    parser = int_parser(__doc__, batch=8, steps=4)
+    parser.add_argument("--model", default="dm_nfnet_f0", help="a keras_nfnet.list_models() row")
+    parser.add_argument("--size", type=positive_int, help="input size (default: the row's)")
     args = parser.parse_args()
     require_backend(parser, ("tensorflow",))  # it reads the TF allocator
-    print(json.dumps(run(args.size, args.batch, args.steps), indent=2))
+    print(json.dumps(run(args.size, args.batch, args.steps, args.model), indent=2))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
-"""Where the time of one TF forward pass of NFNet-F0 goes: convolution vs the rest (JSON).
+"""Where the time of one TF forward pass of an NF model goes: convolution vs the rest (JSON).
 
-Not a test. Builds NFNet-F0 on the TF backend, runs ``predict_on_batch`` under TensorFlow's
-profiler and reads the trace (``*.xplane.pb``) back. For each profiled pass it reports:
+Not a test. Builds ``--model`` (any `keras_nfnet.list_models()` row, default ``dm_nfnet_f0``, at
+its train size unless ``--size`` says otherwise) on the TF backend, runs ``predict_on_batch``
+under TensorFlow's profiler and reads the trace (``*.xplane.pb``) back. For each profiled pass
+it reports:
 
 * ``pass_ms``: the traced function's wall time;
 * ``conv_busy_ms``: the time during which at least one convolution or pointwise matmul (oneDNN
@@ -19,6 +21,7 @@ one 2048x2048x2048 ``tf.matmul`` on the same threads, for scale.
 
 Usage (from the repository root; the TF-only environment is the one the README's table uses):
     KERAS_BACKEND=tensorflow .venv-tf/bin/python bench/profile_tf_forward.py --passes 3
+    KERAS_BACKEND=tensorflow .venv/bin/python bench/profile_tf_forward.py --model eca_nfnet_l0
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import statistics
 import tempfile
 import time
 
-from _cli import int_parser, require_backend
+from _cli import int_parser, positive_int, require_backend
 from bench_convs import conv_specs, forward_gflop  # the same FLOP count as bench_convs
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -90,13 +93,14 @@ def _gemm_peak_gflops() -> float:
     return round(2 * n**3 / min(times) / 1e9, 1)
 
 
-def profile(passes: int, batch: int, size: int) -> dict:
+def profile(passes: int, batch: int, size: int | None, name: str = "dm_nfnet_f0") -> dict:
     import numpy as np
     import tensorflow as tf
 
     import keras_nfnet
 
-    model = keras_nfnet.NFNetF0(input_shape=(size, size, 3), classifier_activation=None)
+    size = size or keras_nfnet.get_spec(name).train_size
+    model = keras_nfnet.create_model(name, input_shape=(size, size, 3), classifier_activation=None)
     x = np.random.default_rng(0).normal(size=(batch, size, size, 3)).astype("float32")
     for _ in range(3):
         model.predict_on_batch(x)
@@ -144,7 +148,7 @@ def profile(passes: int, batch: int, size: int) -> dict:
             kinds[_layer_kind(layer)][0] += (end - start) / passes
             kinds[_layer_kind(layer)][1] += gflop[layer] / passes
     return {
-        "model": "NFNet-F0",
+        "model": name,
         "input": f"{batch}x{size}x{size}x3 float32",
         "conv_gflop_per_pass": round(sum(gflop.values()), 2),
         "gemm_peak_gflops": _gemm_peak_gflops(),
@@ -152,7 +156,7 @@ def profile(passes: int, batch: int, size: int) -> dict:
         "median": {
             key: round(statistics.median(p[key] for p in per_pass), 1) for key in per_pass[0]
         },
-        "by_op_ms": {op: round(ms, 1) for op, ms in by_op.most_common(10)},
+        "by_op_ms": {op: round(ms, 1) for op, ms in by_op.most_common(16)},
         "xla_calls": {"ms": round(xla_calls[0], 1), "count": xla_calls[1] // passes},
         "by_layer_kind": {
             kind: {"ms": round(ms, 1), "gflop": round(g, 2), "gflops": round(g / ms * 1e3)}
@@ -162,10 +166,12 @@ def profile(passes: int, batch: int, size: int) -> dict:
 
 
 def main() -> None:
-    parser = int_parser(__doc__, passes=3, batch=8, size=192)
+    parser = int_parser(__doc__, passes=3, batch=8)
+    parser.add_argument("--model", default="dm_nfnet_f0", help="a keras_nfnet.list_models() row")
+    parser.add_argument("--size", type=positive_int, help="input size (default: the row's)")
     args = parser.parse_args()
     require_backend(parser, ("tensorflow",))
-    print(json.dumps(profile(args.passes, args.batch, args.size), indent=2))
+    print(json.dumps(profile(args.passes, args.batch, args.size, args.model), indent=2))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import re
 import sys
 
 import numpy as np
+import pytest
 
 # (in_channels, filters, groups, kernel, strides, padding, size): grouped and dense, stride 1
 # and 2, even and odd sizes (SAME padding is asymmetric for even sizes at stride 2).
@@ -30,6 +31,7 @@ CONV_CASES = [
     (8, 12, 1, 1, 1, "same", 7),  # pointwise: TF on CPU runs it as a matmul
     (8, 12, 1, 1, 2, "same", 8),  # 1x1 with stride: a real convolution
     (8, 12, 4, 1, 1, "valid", 5),  # grouped 1x1: a real (grouped) convolution
+    (8, 12, 4, 3, 1, "same", 6),  # even padding on both sides: torch passes it to the conv
 ]
 TOLERANCE = 1e-5  # relative to the largest magnitude of each compared array
 # Whole-model checks: XLA reorders the fused reductions and evaluates the sigmoid differently, and
@@ -108,33 +110,71 @@ def check_convs() -> None:
         _assert_close(g_fast[2], g_ref[2], f"{case} d/dbias")
 
 
-def _tiny_model(variant, numerics: str, stochdepth_rate=None):
+# Reduced rows of every family, each with the features its full rows route through the fast
+# paths: timm's layouts (symmetric padding, gamma on the convs, no skip gain), SiLU and ReLU,
+# ECA and SE, the 7x7 stem with its -inf max-pool, RegNet's mid-block SE and groups of 8.
+REDUCED = {
+    # The L rows' bottleneck is a quarter of the channels: 16…48 wide, in groups of 8 (2…6).
+    "eca_nfnet_l0": {"depths": (1, 1, 1, 1), "channels": (64, 96, 128, 192), "group_size": 8},
+    "nfnet_l0": {"depths": (1, 1, 1, 1), "channels": (64, 96, 128, 192), "group_size": 8},
+    "nf_resnet50": {"depths": (1, 1, 1, 1), "channels": (32, 64, 96, 128)},
+    "nf_regnet_b1": {"depths": (1, 2, 1, 1), "channels": (16, 24, 32, 48), "head_channels": 64},
+}
+REDUCED_STEM = {"eca_nfnet_l0": 32, "nfnet_l0": 32, "nf_resnet50": 16, "nf_regnet_b1": 16}
+# At 48 px the last two stages are 3x3 (odd: where the padding rules part) and 2x2; the F model
+# keeps the 32 px its checks were written for.
+SIZE = 48
+F_SIZE = 32
+
+
+def reduced_spec(row: str):
+    """A few-block, narrow `NFSpec` of timm's row ``row`` (`REDUCED`), every other field kept."""
+    import dataclasses
+
+    from keras_nfnet import get_spec
+
+    fields = {**REDUCED[row], "stem_channels": REDUCED_STEM[row]}
+    if get_spec(row).head_channels and "head_channels" not in fields:
+        fields["head_channels"] = 2 * fields["channels"][-1]
+    return dataclasses.replace(get_spec(row), **fields)
+
+
+def _tiny_model(variant, numerics: str | None = None, stochdepth_rate=None):
+    """The reduced DeepMind F model of ``variant`` (an `NFNetVariant`), or the reduced timm row
+    named ``variant`` (a key of `REDUCED`), with every gain, bias and skip gain randomized."""
     import keras
 
     from keras_nfnet import NFNet
+    from keras_nfnet.models.normfree import NormFreeNet
 
     keras.utils.set_random_seed(0)
-    model = NFNet(
-        variant,
-        input_shape=(32, 32, 3),
-        classes=10,
-        classifier_activation=None,
-        numerics=numerics,
-        stochdepth_rate=stochdepth_rate,
-    )
+    size = SIZE if isinstance(variant, str) else F_SIZE
+    common = {
+        "input_shape": (size, size, 3),
+        "classes": 10,
+        "classifier_activation": None,
+        "stochdepth_rate": stochdepth_rate,
+    }
+    if isinstance(variant, str):
+        model = NormFreeNet(reduced_spec(variant), numerics=numerics, **common)
+    else:
+        model = NFNet(variant, numerics=numerics or "deepmind", **common)
     rng = np.random.default_rng(3)
     for layer in model.layers:  # skip gains start at zero; make the residual branches count
         if layer.name.endswith("skip_gain"):
             layer.set_weights([np.array(0.5, "float32")])
-        elif hasattr(layer, "bias") and layer.bias is not None:  # biases start at zero too
+            continue
+        if getattr(layer, "bias", None) is not None:  # biases start at zero too
             layer.bias.assign(rng.normal(0.0, 0.1, size=layer.bias.shape).astype("float32"))
+        if getattr(layer, "gain", None) is not None:  # timm rows start their last gain at zero
+            layer.gain.assign(rng.normal(1.0, 0.2, size=layer.gain.shape).astype("float32"))
     return model
 
 
 def _model_outputs_and_grads(model, graph: bool = False, training: bool = False):
     from keras import ops
 
-    x = np.random.default_rng(1).normal(size=(4, 32, 32, 3)).astype("float32")
+    x = np.random.default_rng(1).normal(size=(4, *model.input_shape[1:])).astype("float32")
     probe = np.random.default_rng(2).normal(size=(4, 10)).astype("float32")
     weights = [ops.convert_to_numpy(v) for v in model.trainable_variables]
     non_trainable = [v.value for v in model.non_trainable_variables]
@@ -150,41 +190,60 @@ def _model_outputs_and_grads(model, graph: bool = False, training: bool = False)
 
 
 def check_model(
-    variant, numerics: str = "deepmind", graph: bool = False, training: bool = False
+    variant, numerics: str | None = None, graph: bool = False, training: bool = False
 ) -> None:
-    """A reduced NFNet gives the same logits and gradients with the fast and reference paths.
+    """A reduced model gives the same logits and gradients with the fast and reference paths.
 
+    ``variant`` is an `NFNetVariant` (DeepMind's F layout) or a key of `REDUCED` (timm's rows).
     ``training=True`` runs stochastic depth (at a high rate, so blocks are dropped) and dropout,
     whose products the fast path's skip-gain gradient recomputes.
     """
-    from keras_nfnet.fast import conv_ops, fusion
-    from keras_nfnet.layers import ws_conv
+    from keras_nfnet.fast import reference_paths
 
     model = _tiny_model(variant, numerics, stochdepth_rate=0.8 if training else None)
     fast = _model_outputs_and_grads(model, graph, training)
-    try:  # WSConv2D looks its conv up at call time; fusion is read at call time
-        ws_conv.conv2d = conv_ops.reference_conv2d
-        fusion.set_fusion(False)
+    with reference_paths():  # conv, pooling and fusion are looked up at call time
         reference = _model_outputs_and_grads(model, graph, training)
-    finally:
-        ws_conv.conv2d = conv_ops.conv2d
-        fusion.set_fusion(True)
     _assert_close(fast[0], reference[0], "logits", MODEL_TOLERANCE)
     _assert_close(fast[1], reference[1], "loss", MODEL_TOLERANCE)
     assert fast[2].keys() == reference[2].keys()
-    assert any("conv1b" in name for name in fast[2])  # grouped convs are among the checked
+    assert any("conv1" in name for name in fast[2])  # the 3x3 (grouped) convs are checked
     scalars = [name for name, grad in fast[2].items() if np.ndim(grad) == 0]
     for name, grad in fast[2].items():
         if name not in scalars:
             _assert_close(grad, reference[2][name], f"gradient of {name}", MODEL_TOLERANCE)
     # The skip gains' gradients are whole-tensor sums that can cancel (one measured 200x smaller
     # than the others), so they are compared together, relative to the largest of them.
-    _assert_close(
-        np.array([fast[2][n] for n in scalars]),
-        np.array([reference[2][n] for n in scalars]),
-        f"gradients of the scalars {scalars}",
-        MODEL_TOLERANCE,
-    )
+    if scalars:
+        _assert_close(
+            np.array([fast[2][n] for n in scalars]),
+            np.array([reference[2][n] for n in scalars]),
+            f"gradients of the scalars {scalars}",
+            MODEL_TOLERANCE,
+        )
+
+
+def check_spatial_mean() -> None:
+    """`spatial_mean` equals `reference_spatial_mean` (``keras.ops.mean``), value and gradient."""
+    from keras import ops
+
+    from keras_nfnet.fast import reference_spatial_mean, spatial_mean
+
+    rng = np.random.default_rng(0)
+    for shape in [(2, 5, 7, 3), (3, 4, 4, 6), (2, 1, 1, 4)]:
+        x = rng.normal(size=shape).astype("float32")
+        probe = rng.normal(size=(1, shape[-1])).astype("float32")
+        results = []
+        for mean in (spatial_mean, reference_spatial_mean):
+
+            def loss(x_, mean=mean, probe=probe):
+                y = mean(x_)
+                return ops.sum(ops.tanh(y) * ops.convert_to_tensor(probe)), y
+
+            results.append(_grads(loss, [x], graph=True))
+        (_, y_fast, g_fast), (_, y_ref, g_ref) = results
+        _assert_close(y_fast, y_ref, f"spatial mean {shape}")
+        _assert_close(g_fast[0], g_ref[0], f"spatial mean {shape} d/dx")
 
 
 def check_path_choice() -> str:
@@ -225,6 +284,31 @@ def test_tf_tiny_nfnet_fast_path_matches_reference_in_training(tiny_variant):
 
 def test_tf_timm_numerics_fast_path_matches_reference(tiny_variant):
     check_model(tiny_variant, numerics="timm", graph=True)  # exact GELU, timm's WS epsilon
+
+
+@pytest.mark.parametrize("row", sorted(REDUCED))
+def test_tf_reduced_row_fast_path_matches_reference_forward_and_gradients(row):
+    check_model(row)
+
+
+@pytest.mark.parametrize("row", sorted(REDUCED))
+def test_tf_reduced_row_fast_path_matches_reference_in_training(row):
+    check_model(row, graph=True, training=True)
+
+
+def test_tf_spatial_mean_matches_keras_ops_mean():
+    check_spatial_mean()
+
+
+def test_tf_spatial_mean_is_one_avg_pool_on_cpu():
+    import tensorflow as tf
+
+    from keras_nfnet.fast import spatial_mean
+
+    spec = tf.TensorSpec((None, 6, 5, 8), tf.float32)
+    graph = tf.function(spatial_mean).get_concrete_function(spec).graph
+    op_types = {op.type for op in graph.get_operations()}
+    assert "AvgPool" in op_types and "Mean" not in op_types, op_types
 
 
 def _xla_calls(fusion_on: bool) -> int:
@@ -315,11 +399,11 @@ def test_tf_pointwise_conv_is_a_matmul_on_cpu():
     assert "MatMul" in op_types and "Conv2D" not in op_types, op_types
 
 
-def _run_backend(backend: str, tiny_variant) -> str:
+def _run_backend(backend: str, tiny_variant, rows: tuple[str, ...] = ()) -> str:
     from conftest import run_python
 
     proc = run_python(
-        [__file__, json.dumps(dataclasses.asdict(tiny_variant))],
+        [__file__, json.dumps(dataclasses.asdict(tiny_variant)), *rows],
         env={"KERAS_BACKEND": backend},
     )
     return proc.stdout
@@ -334,8 +418,10 @@ def test_jax_fast_path_splits_groups_on_cpu_and_matches_reference(tiny_variant):
 
 
 def test_torch_fast_path_matches_reference(tiny_variant):
-    out = _run_backend("torch", tiny_variant)
+    out = _run_backend("torch", tiny_variant, tuple(sorted(REDUCED)))
     assert "path: torch" in out, out
+    for row in REDUCED:
+        assert f"{row}: fast path matches the reference" in out, out
     assert "all checks passed" in out
 
 
@@ -346,7 +432,11 @@ def main() -> None:
     variant = NFNetVariant(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
     print("path:", check_path_choice(), flush=True)
     check_convs()
+    check_spatial_mean()
     check_model(variant)
+    for row in sys.argv[2:]:
+        check_model(row)
+        print(f"{row}: fast path matches the reference", flush=True)
     print("all checks passed")
 
 

@@ -6,8 +6,11 @@ to compute anything else.
 * `fused`, `fused_weight`, `recomputing`, `remember` (`keras_nfnet.fast.fusion`): elementwise
   chains as one XLA kernel on TF, with gradients that keep only the chain's inputs;
   `set_fusion` / ``KERAS_NFNET_FUSION=0`` turn them off.
+* `spatial_mean` (`keras_nfnet.fast.pooling`): the pooled features of the attention gates.
 * `gate_updates` (`keras_nfnet.fast.update_gating`): each TF optimizer update waits for its own
   gradient, so gradients are freed during the backward pass.
+* `reference_paths` (`keras_nfnet.fast.paths`): a block inside which every path above but the
+  update gating takes its reference form (``keras.ops``, unfused).
 
 Every path equals its reference in forward values and gradients (tests/test_fast_paths.py); the
 measurements that motivate them are in bench/FINDINGS.md.
@@ -22,17 +25,23 @@ from keras_nfnet.fast.fusion import (
     remember,
     set_fusion,
 )
+from keras_nfnet.fast.paths import fast_paths_enabled, reference_paths
+from keras_nfnet.fast.pooling import reference_spatial_mean, spatial_mean
 from keras_nfnet.fast.update_gating import gate_updates
 
 __all__ = [
     "GroupedConv2D",
     "conv2d",
+    "fast_paths_enabled",
     "fused",
     "fused_weight",
     "fusion_enabled",
     "gate_updates",
     "recomputing",
     "reference_conv2d",
+    "reference_paths",
+    "reference_spatial_mean",
     "remember",
     "set_fusion",
+    "spatial_mean",
 ]

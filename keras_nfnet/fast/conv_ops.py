@@ -32,9 +32,19 @@ JAX, CPU                  one dense ``conv_general_dilated`` per group, then a c
 JAX, GPU / TPU            ``keras.ops.conv`` (``feature_group_count``): the form XLA's GPU
                           (cuDNN grouped conv) and TPU backends document and optimize. Not
                           measured here (no accelerator).
-torch, any device         ``keras.ops.conv`` (``torch.nn.functional.conv2d(groups=...)``, the
-                          native grouped kernel of oneDNN / cuDNN).
+torch, any device         ``torch.nn.functional.conv2d(groups=...)`` (the native grouped kernel
+                          of oneDNN / cuDNN, as ``keras.ops.conv``) called on channels-last
+                          views: an NHWC tensor seen as NCHW is PyTorch's ``channels_last``
+                          memory format, so the activation is never copied. ``keras.ops.conv``
+                          instead copies the input to a contiguous NCHW tensor and then back to
+                          ``channels_last`` on every call (two copies of every activation) and
+                          adds the bias as a separate op (bench/FINDINGS.md §1). ``"same"``
+                          padding that is equal on both sides (stride 1, odd kernel) is passed
+                          to the convolution; the uneven padding of stride 2 on even inputs is
+                          one ``pad``, as in Keras.
 ========================  ======================================================================
+
+Inside `keras_nfnet.fast.reference_paths` every call takes `reference_conv2d`.
 
 Every path computes the same convolution; tests/test_fast_paths.py checks forward outputs and
 gradients of each fast path against ``keras.ops.conv`` on every backend.
@@ -42,11 +52,10 @@ gradients of each fast path against ``keras.ops.conv`` on every backend.
 
 from __future__ import annotations
 
-import functools
-
 import keras
 from keras import ops
 
+from keras_nfnet.fast.paths import fast_paths_enabled, tf_cpu_only
 from keras_nfnet.registry import register
 
 
@@ -64,7 +73,11 @@ def conv2d(inputs, kernel, strides=(1, 1), padding="same", dilation_rate=(1, 1),
     >>> y.shape, float(y[0, 2, 2, 0])
     ((1, 5, 5, 6), 18.0)
     """
+    if not fast_paths_enabled():
+        return reference_conv2d(inputs, kernel, strides, padding, dilation_rate, bias)
     backend = keras.backend.backend()
+    if backend == "torch":
+        return _torch_conv2d(inputs, kernel, strides, padding, dilation_rate, bias)
     if _is_pointwise(inputs, kernel, strides) and _pointwise_as_matmul(backend):
         return _pointwise_matmul(inputs, kernel, bias)
     if backend == "tensorflow":
@@ -116,15 +129,48 @@ def _is_pointwise(inputs, kernel, strides) -> bool:
 def _pointwise_as_matmul(backend: str) -> bool:
     """Whether 1x1 convolutions run as a matmul: TF and JAX on CPU (see the module docstring)."""
     if backend == "tensorflow":
-        return _tf_cpu_only()
+        return tf_cpu_only()
     return backend == "jax" and _jax_on_cpu()
 
 
-@functools.cache  # TF's device list is fixed once it is initialized; asked for every layer
-def _tf_cpu_only() -> bool:
-    import tensorflow as tf
+def _same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """TF's ``"same"`` padding of one spatial axis, ``(before, after)``: the extra pixel of an
+    odd total goes after."""
+    extent = (kernel - 1) * dilation + 1
+    total = max((-(-size // stride) - 1) * stride + extent - size, 0)
+    return total // 2, total - total // 2
 
-    return not tf.config.list_logical_devices("GPU") and not tf.config.list_logical_devices("TPU")
+
+def _torch_conv2d(inputs, kernel, strides, padding, dilation_rate, bias=None):
+    import torch
+    import torch.nn.functional as F
+
+    inputs, kernel = ops.convert_to_tensor(inputs), ops.convert_to_tensor(kernel)
+    if _is_pointwise(inputs, kernel, strides) and inputs.device.type == "cpu":
+        # One matmul over the pixels reads the HWIO kernel as it is stored; the convolution
+        # needs it copied to OHWI first, which costs most where weights are large and images
+        # small (bench/FINDINGS.md §1).
+        flat = inputs.reshape(-1, inputs.shape[-1])
+        weight = kernel.reshape(kernel.shape[2:])
+        out = flat @ weight if bias is None else torch.addmm(bias, flat, weight)
+        return out.reshape(*inputs.shape[:-1], kernel.shape[-1])
+    # NHWC memory viewed as NCHW is the channels_last format: no copy; the kernel (HWIO) is
+    # small and becomes OHWI-ordered OIHW, the weight layout oneDNN wants for channels_last.
+    x = inputs.permute(0, 3, 1, 2)
+    w = kernel.permute(3, 2, 0, 1).contiguous(memory_format=torch.channels_last)
+    groups = inputs.shape[-1] // kernel.shape[2]
+    pad: tuple[int, int] | int = 0
+    if padding == "same":
+        (top, bottom), (left, right) = (
+            _same_padding(n, k, s, d)
+            for n, k, s, d in zip(inputs.shape[1:3], kernel.shape[:2], strides, dilation_rate)
+        )
+        if top == bottom and left == right:
+            pad = (top, left)
+        else:
+            x = F.pad(x, (left, right, top, bottom))
+    outputs = F.conv2d(x, w, bias, tuple(strides), pad, tuple(dilation_rate), groups)
+    return outputs.permute(0, 2, 3, 1)
 
 
 def _pointwise_matmul(inputs, kernel, bias=None):

@@ -19,7 +19,10 @@ TensorFlow, any device    the chain is one ``tf.function(jit_compile=True)`` (XL
                           and its activated input in the backward pass) and `recomputing` in
                           `SkipGain` (the residual is rebuilt from the SE and stochastic-depth
                           factors) keep less for the backward pass in the same way
-                          (bench/FINDINGS.md §2).
+                          (bench/FINDINGS.md §2). A constant pad of a recomputable tensor (the
+                          ``ZeroPadding2D`` of symmetric padding) is recomputable too, and a
+                          fused chain whose input is recomputable (an activation after an
+                          attention gate) rebuilds that input in its gradient.
                           XLA is what TensorFlow documents for fusing elementwise ops on CPU,
                           GPU and TPU (not measured here on GPU/TPU).
 JAX                       the function itself: ``jax.jit`` already compiles the whole step with
@@ -179,8 +182,35 @@ def remember(output, forward: Callable, *inputs):
 
 
 def _recipe(tensor):
-    """``(forward, inputs)`` if ``tensor`` came out of a fused chain in this graph, else None."""
-    return getattr(tensor, "_keras_nfnet_recipe", None)
+    """``(forward, inputs)`` if ``tensor`` came out of a fused chain in this graph (or is a
+    constant pad of such a tensor, `_pad_recipe`), else None."""
+    recipe = getattr(tensor, "_keras_nfnet_recipe", None)
+    return _pad_recipe(tensor) if recipe is None else recipe
+
+
+def _pad_recipe(tensor):
+    """The recipe of a constant ``Pad``/``PadV2`` of a recomputable tensor, else None.
+
+    The symmetric padding of timm's rows is a ``ZeroPadding2D`` between an activation and its
+    ``"valid"`` convolution; the convolution's gradient would otherwise keep the padded copy of
+    the activation, which the backward pass rebuilds instead from the activation's input.
+    """
+    try:
+        op = tensor.op  # eager tensors have none
+    except AttributeError:
+        return None
+    if op is None or op.type not in ("Pad", "PadV2") or _recipe(op.inputs[0]) is None:
+        return None
+    import tensorflow as tf
+
+    if op.type == "Pad":
+        return lambda x, paddings: tf.raw_ops.Pad(input=x, paddings=paddings), tuple(op.inputs)
+    return (
+        lambda x, paddings, value: tf.raw_ops.PadV2(
+            input=x, paddings=paddings, constant_values=value
+        ),
+        tuple(op.inputs),
+    )
 
 
 def _recompute(tensor):
@@ -207,7 +237,28 @@ def _tf_call(fn: Callable, static: dict, tensors: tuple):
     if key not in _cache:
         _cache[key] = _tf_fused(lambda *inputs: fn(*inputs, **static))
     fused_fn = _cache[key]
-    return remember(fused_fn(*tensors), fused_fn.forward, *tensors)
+    if any(_recipe(t) is not None for t in tensors):
+        # An input that is itself recomputable (an attention gate's product before the next
+        # activation) is rebuilt in the backward pass instead of kept.
+        output = _tf_recomputing_inputs_call(fused_fn, tensors)
+    else:
+        output = fused_fn(*tensors)
+    return remember(output, fused_fn.forward, *tensors)
+
+
+def _tf_recomputing_inputs_call(fused_fn: Callable, tensors: tuple):
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def call(*inputs):
+        def grad(upstream):
+            with tf.control_dependencies([upstream]):
+                inputs_ = tuple(_recompute(t) for t in inputs)
+            return fused_fn.backward(inputs_, upstream)
+
+        return fused_fn.forward(*inputs), grad
+
+    return call(*tensors)
 
 
 def _tf_fused(fn: Callable) -> Callable:
@@ -229,6 +280,7 @@ def _tf_fused(fn: Callable) -> Callable:
         return forward(*inputs), grad
 
     call.forward = forward  # the value alone, for recomputation (`remember`)
+    call.backward = backward  # the gradient from given inputs (`_tf_recomputing_inputs_call`)
     return call
 
 

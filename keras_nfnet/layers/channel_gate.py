@@ -9,7 +9,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_nfnet.fast import remember
+from keras_nfnet.fast import remember, spatial_mean
 
 
 class ChannelGate(keras.layers.Layer):
@@ -30,7 +30,8 @@ class ChannelGate(keras.layers.Layer):
 
     def call(self, inputs):
         spatial = tuple(range(1, len(inputs.shape) - 1))
-        gate = ops.sigmoid(self.gate_logits(ops.mean(inputs, axis=spatial)))
+        # The pooling's fast path (keras_nfnet.fast.pooling): oneDNN's on a CPU-only TF machine.
+        gate = ops.sigmoid(self.gate_logits(spatial_mean(inputs)))
         gate = ops.reshape(gate, (-1,) + (1,) * len(spatial) + (inputs.shape[-1],))
         scale = self.gate_multiplier * gate
         # Both factors are kept for this product's gradient, so a later layer may recompute it.
