@@ -58,6 +58,19 @@ def run_python(args, env=None, timeout=900, cwd=None) -> subprocess.CompletedPro
     return proc
 
 
+@pytest.fixture(scope="module")
+def reference_path():
+    """The unfused path for a module (``pytestmark = pytest.mark.usefixtures("reference_path")``):
+    the fused chains compile an XLA kernel per conv and input shape (seconds per model on CPU)
+    and equal this path (tests/test_fast_paths.py). For tests whose point is not fusion."""
+    from keras_nfnet import fast
+
+    enabled = fast.fusion_enabled()
+    fast.set_fusion(False)
+    yield
+    fast.set_fusion(enabled)
+
+
 @pytest.fixture(scope="session")
 def tiny_variant() -> NFNetVariant:
     return TINY_VARIANT

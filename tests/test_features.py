@@ -23,7 +23,7 @@ from conftest import TESTS, run_python
 from tiny import TINY_VARIANT
 
 import keras_nfnet
-from keras_nfnet import fast, weights
+from keras_nfnet import weights
 from keras_nfnet.architecture.rows import NF_RESNET_VARIANTS, NF_SPECS, get_spec
 from keras_nfnet.convert.normfree_map import normfree_weight_map
 from keras_nfnet.models.nf_resnet import NFResNet
@@ -56,14 +56,8 @@ TIMM_ROWS = [*NF_SPECS, *(f"dm_nfnet_f{i}" for i in range(7))]  # the rows timm 
 DM_SE_RESNET = dataclasses.replace(NF_RESNET_VARIANTS["26"], width=1, depths=(1, 1, 1, 1))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def reference_path():
-    """The unfused path: the fused chains compile an XLA kernel per conv and input shape (seconds
-    per model on CPU) and equal this path (tests/test_fast_paths.py)."""
-    enabled = fast.fusion_enabled()
-    fast.set_fusion(False)
-    yield
-    fast.set_fusion(enabled)
+# The unfused path (conftest.py): these tests check feature maps, not the fused kernels.
+pytestmark = pytest.mark.usefixtures("reference_path")
 
 
 def _timm_kwargs(overrides: dict) -> dict:

@@ -3,8 +3,10 @@
 Each notebook has one code cell tagged ``parameters`` (papermill-style). The tests append the
 smoke-mode values of `SMOKE_PARAMETERS` to that cell, insert a start-up cell that checks the
 network guard, and execute the notebook with nbclient in a fresh kernel whose working directory
-is the repository and whose environment has ``KERAS_BACKEND=tensorflow``. A failing cell raises
-`nbclient.exceptions.CellExecutionError`, which fails the test.
+is the repository and whose environment has ``KERAS_BACKEND=tensorflow`` and
+``KERAS_NFNET_FUSION=0`` (the notebooks are the point, not the fused kernels, whose XLA
+compilations would be much of a smoke run's time; tests/test_fast_paths.py checks them). A failing
+cell raises `nbclient.exceptions.CellExecutionError`, which fails the test.
 
 Network: every Python process of the run (the kernel and what it launches) loads
 ``tests/notebook_guard/sitecustomize.py`` through ``PYTHONPATH``; it blocks non-loopback sockets
@@ -142,6 +144,7 @@ def kernel_env(network_log: Path) -> dict[str, str]:
     env.update(
         {
             "KERAS_BACKEND": "tensorflow",
+            "KERAS_NFNET_FUSION": "0",
             "PYTHONPATH": os.pathsep.join([str(GUARD_DIR), str(REPO)]),
             "NOTEBOOK_NETWORK_LOG": str(network_log),
             "TF_CPP_MIN_LOG_LEVEL": "3",

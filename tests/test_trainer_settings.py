@@ -22,6 +22,9 @@ from training.configs import ConfigError
 from training.runner import CheckpointError, load_checkpoint, run_experiment, save_checkpoint
 from training.train import build_config
 
+# The unfused path (conftest.py): these runs check the trainer, not the fused kernels.
+pytestmark = pytest.mark.usefixtures("reference_path")
+
 # A few-second run: a very small NFNet at 16x16 on an image folder shared by train and eval.
 TINY = (
     "model.variant_overrides={depths: [1, 1, 1, 1], widths: [8, 8, 8, 8], "

@@ -14,6 +14,9 @@ import pytest
 from training import curves, runner
 from training.train import build_config
 
+# The unfused path (conftest.py): these runs check the trainer, not the fused kernels.
+pytestmark = pytest.mark.usefixtures("reference_path")
+
 TINY = (
     "model.variant_overrides={depths: [1, 1, 1, 1], widths: [16, 32, 32, 32], "
     "stem_widths: [4, 8, 16], group_width: 8},train_data.global_batch_size=32,"

@@ -20,6 +20,10 @@ from keras_nfnet import AGCModel
 from training import runner
 from training.train import build_config
 
+# The unfused path (conftest.py): these runs check the trainer and resuming, not the fused
+# kernels; each run is spared their XLA compilations.
+pytestmark = pytest.mark.usefixtures("reference_path")
+
 SMALL = (
     "trainer.train_steps=6,trainer.steps_per_loop=2,trainer.verbose=0,"
     "train_data.global_batch_size=16,eval_data.global_batch_size=120,"

@@ -21,9 +21,28 @@ TINY = (
 )
 
 
+# The runs below check the trainer (CLI, resume, tf.distribute), not the fused elementwise
+# kernels (tests/test_fast_paths.py checks those): the reference path spares each process the
+# XLA compilations of the fused chains (one per convolution and input shape), about half of a
+# short run's time on CPU.
+UNFUSED = {"KERAS_NFNET_FUSION": "0"}
+
+
 def _train(model_dir, *flags, env=None, timeout=600):
     return run_python(
-        ["-m", "training.train", f"--model_dir={model_dir}", *flags], env=env, timeout=timeout
+        ["-m", "training.train", f"--model_dir={model_dir}", *flags],
+        env={**UNFUSED, **(env or {})},
+        timeout=timeout,
+    )
+
+
+def _start_training(model_dir, *flags, **popen):
+    """``python -m training.train`` in the background (unfused, like `_train`)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "training.train", f"--model_dir={model_dir}", *flags],
+        env={**os.environ, "PYTHONPATH": str(REPO), **UNFUSED},
+        cwd=REPO,
+        **popen,
     )
 
 
@@ -61,22 +80,28 @@ with tfds.testing.mock_data(num_examples=16):
     m = run_experiment(cfg, {str(tmp_path)!r}, "train_and_eval")
 print("METRICS", json.dumps(m))
 """
-    proc = run_python(["-c", code])
+    proc = run_python(["-c", code], env=UNFUSED)
     metrics = json.loads(proc.stdout.split("METRICS", 1)[1])
     assert metrics["step"] == 2
     assert {"accuracy", "top5_accuracy", "ema_accuracy", "loss"} <= set(metrics["eval"])
     assert np.isfinite(metrics["train"]["loss"])
 
 
-def _weights(path):
+def _weights(*paths):
+    """The weights of each ``.keras`` file, loaded in one fresh process that imports only keras
+    and keras_nfnet (which alone must register everything a ``.keras`` file needs)."""
     code = f"""
-import numpy as np, keras, keras_nfnet  # keras_nfnet alone registers everything a .keras needs
-m = keras.saving.load_model({str(path)!r}, safe_mode=True)
-np.savez({str(path) + ".npz"!r}, *[np.asarray(w) for w in m.get_weights()])
+import numpy as np, keras, keras_nfnet
+for path in {[str(p) for p in paths]!r}:
+    m = keras.saving.load_model(path, safe_mode=True)
+    np.savez(path + ".npz", *[np.asarray(w) for w in m.get_weights()])
 """
-    run_python(["-c", code])
-    with np.load(str(path) + ".npz") as f:
-        return [f[k] for k in sorted(f.files, key=lambda k: int(k.split("_")[1]))]
+    run_python(["-c", code], env=UNFUSED)
+    loaded = []
+    for path in paths:
+        with np.load(str(path) + ".npz") as f:
+            loaded.append([f[k] for k in sorted(f.files, key=lambda k: int(k.split("_")[1]))])
+    return loaded
 
 
 def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
@@ -85,34 +110,40 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
         "--mode=train",
         f"--params_override={TINY},trainer.train_steps=40",
     ]
-    _train(tmp_path / "straight", *flags)
-    killed = tmp_path / "killed"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "training.train", f"--model_dir={killed}", *flags],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    # The uninterrupted run and the run to be killed are independent: they run side by side.
+    straight = _start_training(
+        tmp_path / "straight", *flags, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    checkpoint = killed / "checkpoint.npz"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if checkpoint.exists() and checkpoint.stat().st_mtime > 0:
-            with np.load(checkpoint) as f:
-                state = json.loads(bytes(f["state"]).decode())
-            if state["loop"] >= 3:  # 12 of 40 steps done: kill inside loop 4
-                break
-        time.sleep(0.2)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    killed = tmp_path / "killed"
+    proc = _start_training(killed, *flags, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        checkpoint = killed / "checkpoint.npz"
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            if checkpoint.exists() and checkpoint.stat().st_mtime > 0:
+                with np.load(checkpoint) as f:
+                    state = json.loads(bytes(f["state"]).decode())
+                if state["loop"] >= 3:  # 12 of 40 steps done: kill inside loop 4
+                    break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        out = straight.communicate(timeout=600)[0]
+        assert straight.returncode == 0, out[-4000:]
+    finally:
+        for p in (proc, straight):
+            if p.poll() is None:
+                p.kill()
     assert not (killed / "final.keras").exists()
     _train(killed, *flags)
     metrics = json.loads((killed / "metrics.json").read_text())
     assert metrics["restored"] and metrics["step"] == 40
-    for name in ("final.keras", "final_ema.keras"):
-        for a, b in zip(_weights(tmp_path / "straight" / name), _weights(killed / name)):
+    names = ("final.keras", "final_ema.keras")
+    loaded = _weights(*(d / name for d in (tmp_path / "straight", killed) for name in names))
+    for exp, res in zip(loaded[: len(names)], loaded[len(names) :]):
+        assert len(exp) == len(res)
+        for a, b in zip(exp, res):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
@@ -143,6 +174,7 @@ def test_multi_worker_strategy_with_two_local_workers(tmp_path):
         env = {
             **os.environ,
             "PYTHONPATH": str(REPO),
+            **UNFUSED,
             "TF_CONFIG": json.dumps(
                 {"cluster": cluster, "task": {"type": "worker", "index": index}}
             ),
