@@ -5,7 +5,7 @@
 # prints the README row (bench/bench_gpu.py has the details).
 #
 #   bench/gpu.sh                 # on the GPU machine, from anywhere
-#   bench/gpu.sh --dry-run       # on any CPU: tiny sizes, proves the plumbing in well under a minute
+#   bench/gpu.sh --dry-run       # on any CPU: tiny sizes, proves the plumbing (minutes: JAX compiles)
 #   bench/gpu.sh --no-compile    # a rerun without torch.compile, if it costs too much time
 #
 # PYTHON picks the interpreter (default: .venv/bin/python if present, else python3). A machine
