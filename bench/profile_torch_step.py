@@ -60,6 +60,7 @@ import time
 from pathlib import Path
 
 from _cli import int_parser  # bench/ is on sys.path when a script in it runs
+from bench_nfnet import _data  # the same random batch bench_nfnet times
 
 REPO = Path(__file__).resolve().parents[1]
 ENGINES = ("keras_torch", "timm")
@@ -222,17 +223,6 @@ def summarize(prof, steps: int, wall_profiled: list[float], wall: list[float], t
 
 
 # --------------------------------------------------------------------------------- workers
-
-
-def _data(size: int, batch: int, channels_first: bool = False):
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(batch, size, size, 3)).astype("float32")
-    y = rng.integers(0, CLASSES, size=(batch,)).astype("int64")
-    if channels_first:
-        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-    return x, y
 
 
 def _ranged(name: str, fn):
