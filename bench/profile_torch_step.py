@@ -65,7 +65,6 @@ from bench_nfnet import _data  # the same random batch bench_nfnet times
 REPO = Path(__file__).resolve().parents[1]
 ENGINES = ("keras_torch", "timm")
 TASKS = ("train", "forward")
-CLASSES = 1000
 LEARNING_RATE = 0.01
 AGC_CLIPPING = 0.01
 PHASES = ("forward", "loss", "backward", "agc", "optimizer", "zero_grad", "metrics")
