@@ -106,13 +106,33 @@ def unitwise_norm_tf_fused(x):
     return tf.math.reduce_euclidean_norm(x, axis=axis, keepdims=axis is not None)
 
 
+def unitwise_norm_torch_fused(x):
+    """`unitwise_norm` as one PyTorch kernel (``torch.linalg.vector_norm``), for eager torch.
+
+    Same value; it reads ``x`` once instead of materializing ``x**2`` per variable and step
+    (`keras_nfnet.fast.torch_ops`). `AGCModel`'s torch train step uses it.
+
+    Example:
+    >>> import torch
+    >>> float(unitwise_norm_torch_fused(torch.tensor([3.0, 4.0])))
+    5.0
+    """
+    import torch
+
+    axis = unit_axes(x.shape)
+    if axis is None:
+        return torch.linalg.vector_norm(x)
+    return torch.linalg.vector_norm(x, dim=axis, keepdim=True)
+
+
 def clip_unitwise(
     grad, param, clipping: float = DEFAULT_CLIPPING, eps: float = DEFAULT_EPS, norm=unitwise_norm
 ):
     """AGC for one tensor (§13.2); returns ``(clipped_grad, n_clipped_units, n_units)``.
 
     ``n_clipped_units`` is a float32 scalar tensor; ``n_units`` a Python int. ``norm`` is
-    `unitwise_norm` or, on TensorFlow without XLA, `unitwise_norm_tf_fused`.
+    `unitwise_norm` or, on TensorFlow without XLA, `unitwise_norm_tf_fused` (on torch,
+    `unitwise_norm_torch_fused`).
 
     Example:
     >>> import numpy as np

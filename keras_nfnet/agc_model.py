@@ -38,6 +38,7 @@ from keras_nfnet.agc import (
     decay_exempt,
     unitwise_norm,
     unitwise_norm_tf_fused,
+    unitwise_norm_torch_fused,
 )
 from keras_nfnet.registry import register
 
@@ -352,13 +353,14 @@ class AGCTrainStep:
             loss.backward()
             variables = self.trainable_weights[:]
             grads = [v.value.grad for v in variables]
+            norm = unitwise_norm_torch_fused if fast.fast_paths_enabled() else unitwise_norm
             with torch.no_grad():
                 if loss_scale.is_loss_scale_optimizer(optimizer):
                     grads = self._unscale(grads, optimizer.dynamic_scale)
-                    grads, fraction = self._clip_and_decay(grads, variables)
+                    grads, fraction = self._clip_and_decay(grads, variables, norm)
                     loss_scale.stateful_apply(optimizer, grads, variables)
                 else:
-                    grads, fraction = self._clip_and_decay(grads, variables)
+                    grads, fraction = self._clip_and_decay(grads, variables, norm)
                     optimizer.apply(grads, variables)
         else:
             warnings.warn("The model does not have any trainable weights.", stacklevel=2)

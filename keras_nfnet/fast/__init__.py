@@ -9,6 +9,8 @@ to compute anything else.
 * `spatial_mean` (`keras_nfnet.fast.pooling`): the pooled features of the attention gates.
 * `gate_updates` (`keras_nfnet.fast.update_gating`): each TF optimizer update waits for its own
   gradient, so gradients are freed during the backward pass.
+* `torch_ops.standardize` (`keras_nfnet.fast.torch_ops`): weight standardization as one or two
+  torch kernels on the torch backend.
 * `reference_paths` (`keras_nfnet.fast.paths`): a block inside which every path above but the
   update gating takes its reference form (``keras.ops``, unfused).
 
@@ -16,6 +18,7 @@ Every path equals its reference in forward values and gradients (tests/test_fast
 measurements that motivate them are in bench/FINDINGS.md.
 """
 
+from keras_nfnet.fast import torch_ops
 from keras_nfnet.fast.conv_ops import GroupedConv2D, conv2d, reference_conv2d
 from keras_nfnet.fast.fusion import (
     fused,
@@ -44,4 +47,5 @@ __all__ = [
     "remember",
     "set_fusion",
     "spatial_mean",
+    "torch_ops",
 ]

@@ -154,8 +154,9 @@ def _torch_conv2d(inputs, kernel, strides, padding, dilation_rate, bias=None):
         weight = kernel.reshape(kernel.shape[2:])
         out = flat @ weight if bias is None else torch.addmm(bias, flat, weight)
         return out.reshape(*inputs.shape[:-1], kernel.shape[-1])
-    # NHWC memory viewed as NCHW is the channels_last format: no copy; the kernel (HWIO) is
-    # small and becomes OHWI-ordered OIHW, the weight layout oneDNN wants for channels_last.
+    # NHWC memory viewed as NCHW is the channels_last format: no copy; the kernel (HWIO) becomes
+    # OHWI-ordered OIHW, the weight layout oneDNN wants for channels_last (a standardized kernel
+    # from fast/torch_ops.py is already stored so, and is not copied again).
     x = inputs.permute(0, 3, 1, 2)
     w = kernel.permute(3, 2, 0, 1).contiguous(memory_format=torch.channels_last)
     groups = inputs.shape[-1] // kernel.shape[2]

@@ -1,11 +1,11 @@
 """One switch for every fast path: `reference_paths` runs the plain Keras ops instead.
 
 The fast paths (`keras_nfnet.fast.conv_ops`, `keras_nfnet.fast.pooling`, the fused chains of
-`keras_nfnet.fast.fusion`) only change how a value is computed. Inside ``with reference_paths():``
-every one of them takes its reference form (``keras.ops.conv``, ``keras.ops.mean``, unfused
-ops), which is what tests/test_fast_paths.py compares them with. Like `set_fusion`, it takes
-effect for layers called inside the block; a model already traced into a ``tf.function`` keeps
-the path it traced.
+`keras_nfnet.fast.fusion`, the torch standardization of `keras_nfnet.fast.torch_ops`) only
+change how a value is computed. Inside ``with reference_paths():`` every one of them takes its
+reference form (``keras.ops.conv``, ``keras.ops.mean``, unfused ops), which is what
+tests/test_fast_paths.py compares them with. Like `set_fusion`, it takes effect for layers called
+inside the block; a model already traced into a ``tf.function`` keeps the path it traced.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ _enabled = True
 
 
 def fast_paths_enabled() -> bool:
-    """Whether `conv2d` and `spatial_mean` take their fast paths (outside `reference_paths`)."""
+    """Whether `conv2d`, `spatial_mean` and the torch standardization take their fast paths
+    (outside `reference_paths`)."""
     return _enabled
 
 

@@ -8,7 +8,7 @@ import keras
 from keras import ops
 
 from keras_nfnet.checks import check_choice
-from keras_nfnet.fast import conv2d, fused_weight
+from keras_nfnet.fast import conv2d, fast_paths_enabled, fused_weight, torch_ops
 from keras_nfnet.registry import register
 
 STANDARDIZATIONS = ("deepmind", "timm")
@@ -45,6 +45,9 @@ def standardize_kernel(kernel, gain, standardization: str = "deepmind"):
     """
     check_standardization(standardization)
     dtype = "float64" if keras.backend.standardize_dtype(kernel.dtype) == "float64" else "float32"
+    if keras.backend.backend() == "torch" and fast_paths_enabled():  # fast/torch_ops.py
+        kernel, gain = ops.cast(kernel, dtype), ops.cast(gain, dtype)
+        return torch_ops.standardize(kernel, gain, standardization, DEEPMIND_FLOOR, TIMM_EPS)
     shape = tuple(kernel.shape)
     fan_in = math.prod(shape[:-1])
     # The statistics of a (fan_in, out) view: XLA:CPU reduces one leading axis faster than three
