@@ -23,7 +23,8 @@ device, float32 (both engines cast them inside the model).
 
 ``--dry-run`` proves the plumbing on a CPU (3 minutes on 2 busy cores): ``test_nfnet`` at 64 px,
 candidate batches 8 and 4 with 8 refused as if out of memory, 2 timed steps, no
-``torch.compile``, JAX on the CPU. It writes the same JSON keys as a real run.
+``torch.compile``, JAX on the CPU, the two engines' workers at once (a real run times them one
+after the other). It writes the same JSON keys as a real run.
 
 Usage (from the repository root; bench/gpu.sh wraps it for a GPU machine):
     python bench/bench_gpu.py --json bench/results_gpu_h200.json --markdown
@@ -33,6 +34,7 @@ Usage (from the repository root; bench/gpu.sh wraps it for a GPU machine):
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import gc
 import json
 import os
@@ -419,7 +421,14 @@ def run(args) -> dict:
     settings = _row_settings(args.models)
     rows = {}
     for model in args.models:
-        engines = {engine: _run_worker(engine, model, settings[model], args) for engine in ENGINES}
+        if args.dry_run:  # nothing is measured: both workers run at once, to save its time
+            with concurrent.futures.ThreadPoolExecutor(len(ENGINES)) as pool:
+                futures = {
+                    e: pool.submit(_run_worker, e, model, settings[model], args) for e in ENGINES
+                }
+                engines = {engine: future.result() for engine, future in futures.items()}
+        else:  # one at a time: each has the device to itself
+            engines = {e: _run_worker(e, model, settings[model], args) for e in ENGINES}
         keras_, timm_ = engines["keras"], engines["timm"]
         rows[model] = {
             **engines,
