@@ -62,6 +62,19 @@ def randomize(model: torch.nn.Module, seed: int = 0) -> None:
                 p.add_(0.0 * noise)  # keep timm's own (seeded) initialization
 
 
+def record_logits(model: torch.nn.Module, sizes: dict[str, tuple[int, int]]) -> dict:
+    """Seeded NHWC inputs (batch 2) and ``model``'s logits at each ``(height, width)``:
+    ``{"x<name>": inputs, "logits<name>": logits}`` for every ``name`` of ``sizes``."""
+    rng = np.random.default_rng(1)
+    record = {}
+    for name, (h, w) in sizes.items():
+        x = rng.standard_normal((2, h, w, 3)).astype("float32")
+        with torch.no_grad():
+            logits = model(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
+        record[f"x{name}"], record[f"logits{name}"] = x, logits
+    return record
+
+
 def main() -> None:
     config, out, sizes = sys.argv[1], sys.argv[2], [int(s) for s in sys.argv[3:]]
     torch.manual_seed(0)
@@ -69,14 +82,7 @@ def main() -> None:
     randomize(model)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     safetensors.torch.save_file(state, f"{out}/model.safetensors", metadata={"format": "pt"})
-    rng = np.random.default_rng(1)
-    record = {}
-    for size in sizes:
-        x = rng.standard_normal((2, size, size, 3)).astype("float32")
-        with torch.no_grad():
-            logits = model(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
-        record[f"x{size}"] = x
-        record[f"logits{size}"] = logits
+    record = record_logits(model, {str(size): (size, size) for size in sizes})
     np.savez(f"{out}/reference.npz", **record)
 
 

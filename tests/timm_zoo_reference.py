@@ -15,9 +15,9 @@ import numpy as np
 import safetensors.torch
 import timm
 import torch
-from timm_reference import randomize
+from timm_reference import randomize, record_logits
 
-SIZES = ((64, 64), (61, 75))
+SIZES = {f"{h}x{w}": (h, w) for h, w in ((64, 64), (61, 75))}
 
 
 def main() -> None:
@@ -30,13 +30,7 @@ def main() -> None:
         randomize(model)
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
         safetensors.torch.save_file(state, f"{out}/{name}.safetensors", metadata={"format": "pt"})
-        rng = np.random.default_rng(1)
-        record = {}
-        for h, w in SIZES:
-            x = rng.standard_normal((2, h, w, 3)).astype("float32")
-            with torch.no_grad():
-                logits = model(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
-            record[f"x{h}x{w}"], record[f"logits{h}x{w}"] = x, logits
+        record = record_logits(model, SIZES)
         record["params"] = np.array(sum(p.numel() for p in model.parameters()))
         np.savez(f"{out}/{name}.npz", **record)
 

@@ -60,7 +60,7 @@ def standardize(kernel, gain, standardization: str, floor: float, eps: float):
         )[0]
     else:
         # Two passes (mean, then the centered rows' squared norm) ran 7x faster than
-        # ``torch.var_mean``'s one Welford pass on these shapes.
+        # ``torch.var_mean``'s one Welford pass on these shapes (bench/FINDINGS.md §6).
         centered = rows - rows.mean(dim=1, keepdim=True)
         n_var = torch.linalg.vector_norm(centered, dim=1, keepdim=True).square()
         out = centered * (torch.rsqrt(torch.clamp_min(n_var, floor)) * gain[:, None])
