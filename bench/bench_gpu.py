@@ -21,8 +21,8 @@ median of ``--steps`` timed steps after ``--warmup`` untimed ones (compilation i
 those), with the device synchronized around every step. Inputs are random, already on the
 device, float32 (both engines cast them inside the model).
 
-``--dry-run`` proves the plumbing on a CPU (3 minutes on 2 busy cores): ``test_nfnet`` at 64 px,
-candidate batches 8 and 4 with 8 refused as if out of memory, 2 timed steps, no
+``--dry-run`` proves the plumbing on a CPU (about 1.5 minutes on 2 quiet cores): ``test_nfnet``
+at 64 px, candidate batches 8 and 4 with 8 refused as if out of memory, 2 timed steps, no
 ``torch.compile``, JAX on the CPU, the two engines' workers at once (a real run times them one
 after the other). It writes the same JSON keys as a real run.
 
