@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import functools
 import gc
 import json
 import os
@@ -421,14 +422,11 @@ def run(args) -> dict:
     settings = _row_settings(args.models)
     rows = {}
     for model in args.models:
-        if args.dry_run:  # nothing is measured: both workers run at once, to save its time
-            with concurrent.futures.ThreadPoolExecutor(len(ENGINES)) as pool:
-                futures = {
-                    e: pool.submit(_run_worker, e, model, settings[model], args) for e in ENGINES
-                }
-                engines = {engine: future.result() for engine, future in futures.items()}
-        else:  # one at a time: each has the device to itself
-            engines = {e: _run_worker(e, model, settings[model], args) for e in ENGINES}
+        run_engine = functools.partial(_run_worker, model=model, row=settings[model], args=args)
+        # A real run times the engines one at a time (the builtin, lazy `map`), each with the
+        # device to itself; a dry run measures nothing and runs both at once, to save its time.
+        with concurrent.futures.ThreadPoolExecutor(len(ENGINES)) as pool:
+            engines = dict(zip(ENGINES, (pool.map if args.dry_run else map)(run_engine, ENGINES)))
         keras_, timm_ = engines["keras"], engines["timm"]
         rows[model] = {
             **engines,

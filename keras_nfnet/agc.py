@@ -109,8 +109,8 @@ def unitwise_norm_tf_fused(x):
 def unitwise_norm_torch_fused(x):
     """`unitwise_norm` as one PyTorch kernel (``torch.linalg.vector_norm``), for eager torch.
 
-    Same value; it reads ``x`` once instead of materializing ``x**2`` per variable and step
-    (`keras_nfnet.fast.torch_ops`). `AGCModel`'s torch train step uses it.
+    Same value; it reads ``x`` once instead of materializing ``x**2`` per variable and step.
+    `AGCModel`'s torch train step uses it outside `keras_nfnet.fast.reference_paths`.
 
     Example:
     >>> import torch
@@ -120,9 +120,7 @@ def unitwise_norm_torch_fused(x):
     import torch
 
     axis = unit_axes(x.shape)
-    if axis is None:
-        return torch.linalg.vector_norm(x)
-    return torch.linalg.vector_norm(x, dim=axis, keepdim=True)
+    return torch.linalg.vector_norm(x, dim=axis, keepdim=axis is not None)
 
 
 def clip_unitwise(

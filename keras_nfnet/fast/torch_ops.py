@@ -17,10 +17,11 @@ Scaled WS, ``"deepmind"`` the rows centered on their means, ``n var`` as each ce
                           per-channel factor ``gain * rsqrt(max(n var, floor))``.
 ========================  ======================================================================
 
-Both start with one copy of the kernel into ``(out, fan_in)`` rows, so that the statistics reduce
-along contiguous memory, and return the result as an HWIO view of that ``(O, H, W, I)`` memory,
-which is the channels-last layout `keras_nfnet.fast.conv_ops` hands the torch convolution: it
-needs no further copy. Besides the rows, autograd keeps at most the centered rows.
+Both start with one copy of the kernel into ``(out, fan_in)`` rows (``batch_norm``'s channel-first
+form) and return the result as an HWIO view of that ``(O, H, W, I)`` memory, which is the
+channels-last layout `keras_nfnet.fast.conv_ops` hands the torch convolution: the copy the
+convolution made of every kernel is this one. Besides the rows, autograd keeps at most the
+centered rows.
 
 The formulas are those of `keras_nfnet.layers.ws_conv.standardize_kernel`, which calls this on
 torch outside `reference_paths`; tests/test_fast_paths.py compares both forms, values and
@@ -33,7 +34,8 @@ import math
 
 
 def standardize(kernel, gain, standardization: str, floor: float, eps: float):
-    """The scaled, standardized ``kernel`` (HWIO, statistics over all axes but the last).
+    """The scaled, standardized ``kernel`` (HWIO, statistics over all axes but the last);
+    ``gain`` has the kernel's dtype.
 
     ``"deepmind"``: ``gain * (w - mean) / sqrt(max(n * var, floor))``; ``"timm"``:
     ``gain * (w - mean) / (sqrt(n) * sqrt(var + eps))``, ``n`` the fan-in.
@@ -49,11 +51,9 @@ def standardize(kernel, gain, standardization: str, floor: float, eps: float):
 
     shape = tuple(kernel.shape)
     fan_in, out_channels = math.prod(shape[:-1]), shape[-1]
-    # One copy into (out, fan_in) rows: the statistics reduce along contiguous memory (torch's
-    # reductions over the leading axis of the (fan_in, out) view ran 4x slower), and the result
-    # is already the channels-last (O, H, W, I) layout the convolution reads.
+    # One copy into (out, fan_in) rows, whose result is already the channels-last (O, H, W, I)
+    # layout the convolution reads (it would otherwise copy the kernel itself).
     rows = kernel.permute(len(shape) - 1, *range(len(shape) - 1)).reshape(out_channels, fan_in)
-    gain = gain.to(rows.dtype)
     if standardization == "timm":
         out = torch.nn.functional.batch_norm(
             rows[None], None, None, gain / math.sqrt(fan_in), training=True, momentum=0.0, eps=eps
